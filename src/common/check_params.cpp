@@ -24,8 +24,8 @@ void check_params(const LogitsHeadGateParams& p) {
   DSA_CHECK(p.T >= 0, "T (rows of x) must be >= 0, got " << p.T);
   DSA_CHECK(p.H >= 1, "H (rows of weight) must be >= 1, got " << p.H);
   DSA_CHECK(p.K >= 1, "K (columns of x and weight) must be >= 1, got " << p.K);
-  DSA_CHECK(p.K <= (std::int64_t{1} << 31), "K must be <= 2^31, got " << p.K);
-  DSA_CHECK(p.H <= (std::int64_t{1} << 31), "H must be <= 2^31, got " << p.H);
+  DSA_CHECK(p.K < (std::int64_t{1} << 31), "K must be < 2^31, got " << p.K);
+  DSA_CHECK(p.H < (std::int64_t{1} << 31), "H must be < 2^31, got " << p.H);
   // Pointers: weight always matters for shape-checking callers; x, q_scale and out only when
   // there is a row to compute.
   DSA_CHECK(p.weight != nullptr, "weight must not be null");

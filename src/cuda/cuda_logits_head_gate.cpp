@@ -1,0 +1,176 @@
+// CUDA backend entry point: argument and pointer checks, then the one dispatch from
+// (T, H, K, alignment, architecture) to a kernel and tile, then the launch.
+#include <cuda_runtime_api.h>
+
+#include <mutex>
+#include <sstream>
+
+#include "common/check.h"
+#include "cuda/cuda_check.h"
+#include "cuda/generic_logits_head_gate.h"
+#include "cuda/sm90_logits_head_gate.h"
+#include "dsa_indexer/logits_head_gate.h"
+
+namespace dsa_indexer {
+namespace {
+
+using cuda::KernelParams;
+using cuda::Sm90Tile;
+
+struct DeviceInfo {
+  int device = 0;
+  int cc_major = 0, cc_minor = 0;
+};
+
+DeviceInfo current_device() {
+  DeviceInfo d;
+  DSA_CUDA_CHECK(cudaGetDevice(&d.device));
+  // Attribute reads are cheap but not free; the per-device answer never changes.
+  static std::mutex mu;
+  static int cached[64][2];
+  static bool known[64] = {};
+  if (d.device >= 0 && d.device < 64) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!known[d.device]) {
+      DSA_CUDA_CHECK(cudaDeviceGetAttribute(&cached[d.device][0], cudaDevAttrComputeCapabilityMajor, d.device));
+      DSA_CUDA_CHECK(cudaDeviceGetAttribute(&cached[d.device][1], cudaDevAttrComputeCapabilityMinor, d.device));
+      known[d.device] = true;
+    }
+    d.cc_major = cached[d.device][0];
+    d.cc_minor = cached[d.device][1];
+  } else {
+    DSA_CUDA_CHECK(cudaDeviceGetAttribute(&d.cc_major, cudaDevAttrComputeCapabilityMajor, d.device));
+    DSA_CUDA_CHECK(cudaDeviceGetAttribute(&d.cc_minor, cudaDevAttrComputeCapabilityMinor, d.device));
+  }
+  return d;
+}
+
+// A pointer the kernels will dereference must be device (or managed) memory of the current device.
+void check_device_pointer(const void* ptr, const char* name, int device) {
+  cudaPointerAttributes attr{};
+  const cudaError_t err = cudaPointerGetAttributes(&attr, ptr);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the sticky-free error so later calls are unaffected
+    DSA_CHECK(false, name << " must be CUDA device memory; cudaPointerGetAttributes failed with "
+                          << cudaGetErrorName(err));
+  }
+  DSA_CHECK(attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged,
+            name << " must be CUDA device memory on device " << device << ", got "
+                 << (attr.type == cudaMemoryTypeHost ? "pinned host memory" : "host memory"));
+  DSA_CHECK(attr.type == cudaMemoryTypeManaged || attr.device == device,
+            name << " must be on the current CUDA device " << device << ", got device "
+                 << attr.device);
+}
+
+KernelParams to_kernel_params(const LogitsHeadGateParams& p) {
+  KernelParams k{};
+  k.x = static_cast<const std::uint16_t*>(p.x);
+  k.w = static_cast<const std::uint16_t*>(p.weight);
+  k.q_scale = p.q_scale;
+  k.out = p.out;
+  // A single row's stride is never used; normalising it keeps alignment-based dispatch (and so
+  // the kernel) the same for a row computed alone as for the same row inside a batch.
+  k.ldx = p.T == 1 ? p.K : p.x_row_stride;
+  k.ldw = p.H == 1 ? p.K : p.weight_row_stride;
+  k.qs_t = p.q_scale_stride_t;
+  k.qs_h = p.q_scale_stride_h;
+  k.out_t = p.out_stride_t;
+  k.out_h = p.out_stride_h;
+  k.T = p.T;
+  k.H = static_cast<int>(p.H);
+  k.K = static_cast<int>(p.K);
+  k.G = static_cast<int>(cuda::group_len(p.K));
+  k.n_heads_inv_sqrt = p.n_heads_inv_sqrt;
+  k.softmax_scale = p.softmax_scale;
+  return k;
+}
+
+struct Choice {
+  bool sm90 = false;
+  Sm90Tile tile = Sm90Tile::kT16H8;
+  const char* reason = "";
+};
+
+// The one dispatch point. Every choice computes bitwise the same values (kernel_params.h), so
+// the tile is a pure speed decision. Tiles and thresholds come from the sweep in
+// dev/cuda/sweep_sm90_tiles.cu on an H200 (numbers in src/cuda/NOTES.md):
+// - T <= 16: 16-token tiles, 8 heads per CTA: 8 clusters of 8 CTAs at H = 64 pull the 0.9 MB
+//   weight in parallel, and every chunk's MMA chain runs side by side (decode is latency-bound).
+// - mid T: 16/32-token tiles spread tokens and heads over more clusters than 64-token tiles would.
+// - large T: all heads resident per cluster (weight read once per CTA), x streamed once.
+Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
+  Choice c;
+  if (path == CudaPath::kPortable) return c.reason = "portable path requested", c;
+  if (!(dev.cc_major == 9 && dev.cc_minor == 0)) return c.reason = "no sm_90a kernel for this GPU", c;
+  if (k.K % 128 != 0) return c.reason = "K % 128 != 0", c;
+  const auto aligned16 = [](const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; };
+  if (!aligned16(k.x) || !aligned16(k.w) || k.ldx % 8 != 0 || k.ldw % 8 != 0) {
+    return c.reason = "x or weight rows not 16-byte aligned", c;
+  }
+  Sm90Tile order[3];
+  int n = 0;
+  if (k.T <= 16) {
+    order[n++] = Sm90Tile::kT16H8;
+  } else if (k.T <= 64) {
+    order[n++] = Sm90Tile::kT16H16;
+  } else if (k.T <= 512) {
+    order[n++] = Sm90Tile::kT32H32;
+  } else if (k.H <= 32) {
+    order[n++] = Sm90Tile::kT128H32;
+    order[n++] = Sm90Tile::kT64H32;
+  } else {
+    order[n++] = Sm90Tile::kT64H64;
+    order[n++] = Sm90Tile::kT64H32;
+  }
+  order[n++] = Sm90Tile::kT16H8;  // smallest footprint: fits whenever any tile does
+  for (int i = 0; i < n; ++i) {
+    if (cuda::sm90_tile_fits(order[i], k, dev.device)) {
+      c.sm90 = true;
+      c.tile = order[i];
+      c.reason = "sm_90a";
+      return c;
+    }
+  }
+  return c.reason = "weight slice does not fit in shared memory", c;
+}
+
+std::string describe(const Choice& c, const KernelParams& k) {
+  std::ostringstream os;
+  if (c.sm90) {
+    os << cuda::sm90_tile_name(c.tile);
+  } else {
+    os << "generic_mma<T64,H32," << (cuda::generic_vector_loads_ok(k) ? "vec16" : "scalar") << ">";
+  }
+  os << " for T=" << k.T << " H=" << k.H << " K=" << k.K << " (" << c.reason << ")";
+  return os.str();
+}
+
+}  // namespace
+
+bool cuda_backend_available() { return true; }
+
+void logits_head_gate_cuda(const LogitsHeadGateParams& p, cudaStream_t stream, CudaPath path) {
+  check_params(p);
+  if (p.T == 0) return;
+  const DeviceInfo dev = current_device();
+  check_device_pointer(p.x, "x", dev.device);
+  check_device_pointer(p.weight, "weight", dev.device);
+  check_device_pointer(p.q_scale, "q_scale", dev.device);
+  check_device_pointer(p.out, "out", dev.device);
+  const KernelParams k = to_kernel_params(p);
+  const Choice c = choose(k, dev, path);
+  if (c.sm90) {
+    cuda::launch_sm90(c.tile, k, dev.device, stream);
+  } else {
+    cuda::launch_generic(k, stream);
+  }
+}
+
+std::string describe_cuda_dispatch(const LogitsHeadGateParams& p, CudaPath path) {
+  check_params(p);
+  const KernelParams k = to_kernel_params(p);
+  if (p.T == 0) return "nothing to launch (T = 0)";
+  return describe(choose(k, current_device(), path), k);
+}
+
+}  // namespace dsa_indexer

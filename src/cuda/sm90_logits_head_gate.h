@@ -1,0 +1,26 @@
+// Launcher of the sm_90a cluster kernel (sm90_logits_head_gate.cu) and the tiles it is built for.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+#include "cuda/kernel_params.h"
+
+namespace dsa_indexer::cuda {
+
+// Token tile x head tile of one CTA; every tile computes bitwise the same result (same K groups,
+// chunks and MMA), they differ only in how the work is spread over the GPU.
+enum class Sm90Tile { kT16H8, kT16H16, kT32H32, kT64H64, kT64H32, kT128H32 };
+constexpr Sm90Tile kAllSm90Tiles[] = {Sm90Tile::kT16H8,  Sm90Tile::kT16H16, Sm90Tile::kT32H32,
+                                      Sm90Tile::kT64H64, Sm90Tile::kT64H32, Sm90Tile::kT128H32};
+
+// Whether the tile's shared memory (resident weight slice + x ring + reduction buffer) fits.
+bool sm90_tile_fits(Sm90Tile tile, const KernelParams& p, int device);
+std::string sm90_tile_name(Sm90Tile tile);
+
+// Enqueues the kernel; preconditions (checked by the dispatcher): compute capability 9.0,
+// K % 128 == 0, x and weight 16-byte aligned with row strides multiple of 8, T >= 1.
+void launch_sm90(Sm90Tile tile, const KernelParams& p, int device, cudaStream_t stream);
+
+}  // namespace dsa_indexer::cuda
