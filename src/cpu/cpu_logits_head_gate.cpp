@@ -11,10 +11,15 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <string>
+#include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/check.h"
@@ -49,12 +54,19 @@ enum class Isa { kBaseline, kAvx2, kAvx512, kAvx512Bf16 };
 
 Isa detect_isa() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16")) {
-    return Isa::kAvx512Bf16;
+  Isa best = Isa::kBaseline;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::kAvx2;
+  if (__builtin_cpu_supports("avx512f")) best = Isa::kAvx512;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16")) best = Isa::kAvx512Bf16;
+  // DSA_INDEXER_CPU_ISA=baseline|avx2|avx512 caps the choice (tests of the fallback kernels on a
+  // machine that has better); read once per process, so every call of a process agrees.
+  if (const char* cap = std::getenv("DSA_INDEXER_CPU_ISA")) {
+    const std::string c = cap;
+    const Isa want = c == "baseline" ? Isa::kBaseline : c == "avx2" ? Isa::kAvx2
+                   : c == "avx512" ? Isa::kAvx512 : Isa::kAvx512Bf16;
+    best = std::min(best, want);
   }
-  if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
-  return Isa::kBaseline;
+  return best;
 }
 
 // ---- avx512_bf16 kernel: vdpbf16ps on (x[k], x[k+1]) pairs ------------------------------------
@@ -101,61 +113,128 @@ __attribute__((target("avx512f,avx512bf16"))) void tile_bf16(
     }
 }
 
-void pack_chunk_bf16(const std::uint16_t* w, std::int64_t w_stride, std::int64_t H,
-                     std::int64_t hpad, std::int64_t k0, std::int64_t kc, std::uint32_t* dst) {
-  const std::int64_t npairs = (kc + 1) / 2;
-  std::memset(dst, 0, sizeof(std::uint32_t) * npairs * hpad);
-  for (std::int64_t h = 0; h < H; ++h) {
-    const std::uint16_t* src = w + h * w_stride + k0;
-    for (std::int64_t p = 0; p < kc / 2; ++p) dst[p * hpad + h] = load_u32(src + 2 * p);
-    if (kc % 2) dst[(kc / 2) * hpad + h] = src[kc - 1];
+// NOTE: GCC 12 warns -Wmaybe-uninitialized inside its own unpack intrinsics (their
+// _mm512_undefined_epi32() pass-through operand); a false positive, silenced for the packing code.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// 16 x 16 transpose of dwords: r[i] holds row i on entry, column i on return.
+__attribute__((target("avx512f"))) inline void transpose16x16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int i = 0; i < 16; i += 8) {
+    for (int j = 0; j < 4; ++j) {
+      t[i + j] = _mm512_shuffle_i32x4(r[i + j], r[i + j + 4], 0x88);
+      t[i + j + 4] = _mm512_shuffle_i32x4(r[i + j], r[i + j + 4], 0xdd);
+    }
+  }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0x88);
+    r[j + 8] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0xdd);
   }
 }
+
+// Packs all of W for the bf16 kernel: dword [pair p][head h] = (W[h, 2p], W[h, 2p+1]), the high
+// half 0 past an odd K, heads past H zero. Chunk c starts at pair c * kChunk / 2.
+__attribute__((target("avx512f"))) void pack_weight_bf16(const std::uint16_t* w,
+    std::int64_t w_stride, std::int64_t H, std::int64_t hpad, std::int64_t K, std::uint32_t* dst) {
+  const std::int64_t full_pairs = K / 2, npairs = (K + 1) / 2;
+  for (std::int64_t h0 = 0; h0 < hpad; h0 += kLanes) {
+    std::int64_t p0 = 0;
+    if (h0 + kLanes <= H) {  // 16 x 16 blocks through registers
+      for (; p0 + kLanes <= full_pairs; p0 += kLanes) {
+        __m512i r[16];
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(w + (h0 + i) * w_stride + 2 * p0);
+        transpose16x16(r);
+        for (int j = 0; j < 16; ++j) _mm512_storeu_si512(dst + (p0 + j) * hpad + h0, r[j]);
+      }
+    }
+    for (std::int64_t h = h0; h < h0 + kLanes; ++h) {  // what is left of this group, scalar
+      const std::uint16_t* src = w + h * w_stride;
+      for (std::int64_t p = p0; p < npairs; ++p) {
+        std::uint32_t v = 0;
+        if (h < H) v = 2 * p + 1 < K ? load_u32(src + 2 * p) : src[2 * p];
+        dst[p * hpad + h] = v;
+      }
+    }
+  }
+}
+
+#pragma GCC diagnostic pop
 
 // ---- portable fp32 kernel: broadcast x[k], multiply-add with 16 packed fp32 heads ---------------
 // The bf16 x bf16 product is exact in fp32, so mul+add equals fma here (no contraction needed).
 // Written once with GCC vector extensions and inlined into per-ISA wrappers.
+// V is the native vector (4, 8 or 16 floats); 16 heads are kLanes / lanes(V) of them. Vectors
+// wider than the target (v16f under AVX2) made GCC go through memory: 17 GFLOP/s instead of 60+.
+typedef float v4f __attribute__((vector_size(16)));
+typedef float v8f __attribute__((vector_size(32)));
 typedef float v16f __attribute__((vector_size(64)));
 
-template <int R>
+// Unaligned, aliasing view of V in memory.
+template <typename V>
+struct Unaligned {
+  typedef V type __attribute__((aligned(4), may_alias));
+};
+
+template <int R, typename V>
 __attribute__((always_inline)) inline void tile_f32_body(
     const std::uint16_t* const* xr, const float* wp, std::int64_t hpad, std::int64_t kc,
     float* const* part, bool first) {
-  v16f acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = v16f{};
+  using U = typename Unaligned<V>::type;
+  constexpr int kWidth = static_cast<int>(sizeof(V) / 4);
+  constexpr int kPer = kLanes / kWidth;
+  V acc[R][kPer];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < kPer; ++v) acc[r][v] = V{};
   for (std::int64_t k = 0; k < kc; ++k) {
-    v16f w;
-    std::memcpy(&w, wp + k * hpad, sizeof(w));
-    for (int r = 0; r < R; ++r) acc[r] += w * bf16_to_f32(xr[r][k]);
+    V w[kPer];
+    for (int v = 0; v < kPer; ++v) w[v] = *reinterpret_cast<const U*>(wp + k * hpad + v * kWidth);
+    for (int r = 0; r < R; ++r) {
+      const float xv = bf16_to_f32(xr[r][k]);
+      for (int v = 0; v < kPer; ++v) acc[r][v] += w[v] * xv;
+    }
   }
-  for (int r = 0; r < R; ++r) {
-    v16f cur;
-    std::memcpy(&cur, part[r], sizeof(cur));
-    cur = first ? acc[r] : cur + acc[r];
-    std::memcpy(part[r], &cur, sizeof(cur));
-  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < kPer; ++v) {
+      U* dst = reinterpret_cast<U*>(part[r] + v * kWidth);
+      *dst = first ? acc[r][v] : *dst + acc[r][v];
+    }
 }
 
-constexpr int kF32TileRows = 4;
+// Rows per fp32 tile: 8 accumulator registers of each ISA (more spilled with GCC 12).
+constexpr int f32_tile_rows(Isa isa) { return isa == Isa::kAvx512 ? 8 : isa == Isa::kAvx2 ? 4 : 2; }
+
 __attribute__((target("avx512f"))) void tile_f32_avx512(const std::uint16_t* const* xr,
     const float* wp, std::int64_t hpad, std::int64_t kc, float* const* part, bool first) {
-  tile_f32_body<kF32TileRows>(xr, wp, hpad, kc, part, first);
+  tile_f32_body<f32_tile_rows(Isa::kAvx512), v16f>(xr, wp, hpad, kc, part, first);
 }
 __attribute__((target("avx2,fma"))) void tile_f32_avx2(const std::uint16_t* const* xr,
     const float* wp, std::int64_t hpad, std::int64_t kc, float* const* part, bool first) {
-  tile_f32_body<kF32TileRows>(xr, wp, hpad, kc, part, first);
+  tile_f32_body<f32_tile_rows(Isa::kAvx2), v8f>(xr, wp, hpad, kc, part, first);
 }
 void tile_f32_baseline(const std::uint16_t* const* xr, const float* wp, std::int64_t hpad,
                        std::int64_t kc, float* const* part, bool first) {
-  tile_f32_body<kF32TileRows>(xr, wp, hpad, kc, part, first);
+  tile_f32_body<f32_tile_rows(Isa::kBaseline), v4f>(xr, wp, hpad, kc, part, first);
 }
 
-void pack_chunk_f32(const std::uint16_t* w, std::int64_t w_stride, std::int64_t H,
-                    std::int64_t hpad, std::int64_t k0, std::int64_t kc, float* dst) {
-  std::memset(dst, 0, sizeof(float) * kc * hpad);
+// Packs all of W for the fp32 kernel: [k][head h], heads past H zero.
+void pack_weight_f32(const std::uint16_t* w, std::int64_t w_stride, std::int64_t H,
+                     std::int64_t hpad, std::int64_t K, float* dst) {
+  for (std::int64_t k = 0; k < K; ++k)
+    for (std::int64_t h = H; h < hpad; ++h) dst[k * hpad + h] = 0.f;
   for (std::int64_t h = 0; h < H; ++h) {
-    const std::uint16_t* src = w + h * w_stride + k0;
-    for (std::int64_t k = 0; k < kc; ++k) dst[k * hpad + h] = bf16_to_f32(src[k]);
+    const std::uint16_t* src = w + h * w_stride;
+    for (std::int64_t k = 0; k < K; ++k) dst[k * hpad + h] = bf16_to_f32(src[k]);
   }
 }
 
@@ -173,7 +252,7 @@ std::vector<HeadGroup> head_groups(Isa isa, std::int64_t hvec) {
   std::vector<HeadGroup> g;
   for (std::int64_t left = hvec; left > 0;) {
     const int nv = isa == Isa::kAvx512Bf16 ? static_cast<int>(std::min<std::int64_t>(left, 4)) : 1;
-    g.push_back({nv, isa == Isa::kAvx512Bf16 ? bf16_tile_rows(nv) : kF32TileRows});
+    g.push_back({nv, isa == Isa::kAvx512Bf16 ? bf16_tile_rows(nv) : f32_tile_rows(isa)});
     left -= nv;
   }
   return g;
@@ -181,14 +260,19 @@ std::vector<HeadGroup> head_groups(Isa isa, std::int64_t hvec) {
 
 using Bf16Tile = void (*)(const std::uint16_t* const*, const std::uint32_t*, std::int64_t,
                           std::int64_t, bool, float* const*, bool);
-Bf16Tile bf16_tile_for(int nv) {
-  switch (nv) {
-    case 4: return tile_bf16<bf16_tile_rows(4), 4>;
-    case 3: return tile_bf16<bf16_tile_rows(3), 3>;
-    case 2: return tile_bf16<bf16_tile_rows(2), 2>;
-    default: return tile_bf16<bf16_tile_rows(1), 1>;
-  }
+
+// tile_bf16<R, NV> for R = 1 .. bf16_tile_rows(NV): a tile with fewer rows left runs the kernel of
+// that many rows. Rows are independent registers, so each row's arithmetic is the same in all.
+template <int NV, std::size_t... Rm1>
+constexpr std::array<Bf16Tile, kMaxTileRows> bf16_tiles(std::index_sequence<Rm1...>) {
+  return {tile_bf16<static_cast<int>(Rm1) + 1, NV>...};
 }
+template <int NV>
+constexpr std::array<Bf16Tile, kMaxTileRows> bf16_tiles() {
+  return bf16_tiles<NV>(std::make_index_sequence<bf16_tile_rows(NV)>{});
+}
+const std::array<Bf16Tile, kMaxTileRows> kBf16Tiles[4] = {bf16_tiles<1>(), bf16_tiles<2>(),
+                                                          bf16_tiles<3>(), bf16_tiles<4>()};
 
 int num_threads_from_env() {
   if (const char* s = std::getenv("DSA_INDEXER_NUM_THREADS")) {
@@ -200,67 +284,65 @@ int num_threads_from_env() {
   return hw == 0 ? 1 : static_cast<int>(hw);
 }
 
-// Computes rows [t_begin, t_end) of out. Scratch is owned by the caller (one per thread).
-struct Worker {
+// Everything the row workers share: read-only once the weight is packed.
+struct Plan {
   const LogitsHeadGateParams* p;
   Isa isa;
   std::int64_t hpad;
-  const std::vector<HeadGroup>* groups;
-  std::vector<float> part;       // [kRowBlock + kMaxTileRows][hpad]
-  std::vector<std::uint32_t> wpack;  // one packed chunk: bf16 pairs or fp32
+  std::vector<HeadGroup> groups;
+  const std::uint32_t* wpack;  // packed weight, bf16 pairs or fp32 (see the pack functions)
+};
 
-  void run(std::int64_t t_begin, std::int64_t t_end) {
-    const auto* x = static_cast<const std::uint16_t*>(p->x);
-    const auto* w = static_cast<const std::uint16_t*>(p->weight);
-    const std::int64_t K = p->K;
-    for (std::int64_t b0 = t_begin; b0 < t_end; b0 += kRowBlock) {
-      const std::int64_t nrows = std::min(kRowBlock, t_end - b0);
-      for (std::int64_t k0 = 0; k0 < K; k0 += kChunk) {
-        const std::int64_t kc = std::min(kChunk, K - k0);
-        const bool first = k0 == 0;
-        if (isa == Isa::kAvx512Bf16) {
-          pack_chunk_bf16(w, p->weight_row_stride, p->H, hpad, k0, kc, wpack.data());
-        } else {
-          pack_chunk_f32(w, p->weight_row_stride, p->H, hpad, k0, kc,
-                         reinterpret_cast<float*>(wpack.data()));
-        }
-        std::int64_t h_off = 0;
-        for (const HeadGroup& g : *groups) {
-          for (std::int64_t r0 = 0; r0 < nrows; r0 += g.rows) {
-            const std::uint16_t* xr[kMaxTileRows];
-            float* pr[kMaxTileRows];
-            for (int r = 0; r < g.rows; ++r) {
-              // Tail rows alias the last valid row; their results land in scratch rows.
-              const std::int64_t row = std::min<std::int64_t>(r0 + r, nrows - 1);
-              xr[r] = x + (b0 + row) * p->x_row_stride + k0;
-              pr[r] = part.data() + (r0 + r) * hpad + h_off;
-            }
-            if (isa == Isa::kAvx512Bf16) {
-              bf16_tile_for(g.nv)(xr, wpack.data() + h_off, hpad, kc / 2, kc % 2 != 0, pr, first);
-            } else {
-              const float* wp = reinterpret_cast<const float*>(wpack.data()) + h_off;
-              if (isa == Isa::kAvx512) tile_f32_avx512(xr, wp, hpad, kc, pr, first);
-              else if (isa == Isa::kAvx2) tile_f32_avx2(xr, wp, hpad, kc, pr, first);
-              else tile_f32_baseline(xr, wp, hpad, kc, pr, first);
-            }
+// Computes rows [t_begin, t_end) of out; `part` is this thread's [kRowBlock + kMaxTileRows][hpad]
+// scratch of chunk sums.
+void run_rows(const Plan& pl, float* part, std::int64_t t_begin, std::int64_t t_end) {
+  const LogitsHeadGateParams& p = *pl.p;
+  const auto* x = static_cast<const std::uint16_t*>(p.x);
+  const std::int64_t hpad = pl.hpad;
+  for (std::int64_t b0 = t_begin; b0 < t_end; b0 += kRowBlock) {
+    const std::int64_t nrows = std::min(kRowBlock, t_end - b0);
+    for (std::int64_t k0 = 0; k0 < p.K; k0 += kChunk) {
+      const std::int64_t kc = std::min(kChunk, p.K - k0);
+      const bool first = k0 == 0;
+      std::int64_t h_off = 0;
+      for (const HeadGroup& g : pl.groups) {
+        for (std::int64_t r0 = 0; r0 < nrows; r0 += g.rows) {
+          const std::uint16_t* xr[kMaxTileRows];
+          float* pr[kMaxTileRows];
+          const int rows = static_cast<int>(std::min<std::int64_t>(g.rows, nrows - r0));
+          for (int r = 0; r < g.rows; ++r) {
+            // fp32 tiles are fixed-size: missing rows alias the last valid row, their results
+            // land in the scratch rows past nrows and are never read.
+            const std::int64_t row = std::min<std::int64_t>(r0 + r, nrows - 1);
+            xr[r] = x + (b0 + row) * p.x_row_stride + k0;
+            pr[r] = part + (r0 + r) * hpad + h_off;
           }
-          h_off += static_cast<std::int64_t>(g.nv) * kLanes;
+          if (pl.isa == Isa::kAvx512Bf16) {
+            const std::uint32_t* wp = pl.wpack + (k0 / 2) * hpad + h_off;
+            kBf16Tiles[g.nv - 1][rows - 1](xr, wp, hpad, kc / 2, kc % 2 != 0, pr, first);
+          } else {
+            const float* wp = reinterpret_cast<const float*>(pl.wpack) + k0 * hpad + h_off;
+            if (pl.isa == Isa::kAvx512) tile_f32_avx512(xr, wp, hpad, kc, pr, first);
+            else if (pl.isa == Isa::kAvx2) tile_f32_avx2(xr, wp, hpad, kc, pr, first);
+            else tile_f32_baseline(xr, wp, hpad, kc, pr, first);
+          }
         }
+        h_off += static_cast<std::int64_t>(g.nv) * kLanes;
       }
-      // Epilogue, in the multiplication order of the contract.
-      for (std::int64_t r = 0; r < nrows; ++r) {
-        const std::int64_t t = b0 + r;
-        const float* acc = part.data() + r * hpad;
-        const float* q = p->q_scale + t * p->q_scale_stride_t;
-        float* o = p->out + t * p->out_stride_t;
-        for (std::int64_t h = 0; h < p->H; ++h) {
-          o[h * p->out_stride_h] =
-              ((acc[h] * p->n_heads_inv_sqrt) * q[h * p->q_scale_stride_h]) * p->softmax_scale;
-        }
+    }
+    // Epilogue, in the multiplication order of the contract.
+    for (std::int64_t r = 0; r < nrows; ++r) {
+      const std::int64_t t = b0 + r;
+      const float* acc = part + r * hpad;
+      const float* q = p.q_scale + t * p.q_scale_stride_t;
+      float* o = p.out + t * p.out_stride_t;
+      for (std::int64_t h = 0; h < p.H; ++h) {
+        o[h * p.out_stride_h] =
+            ((acc[h] * p.n_heads_inv_sqrt) * q[h * p.q_scale_stride_h]) * p.softmax_scale;
       }
     }
   }
-};
+}
 
 }  // namespace
 
@@ -269,38 +351,52 @@ void logits_head_gate_cpu(const LogitsHeadGateParams& p) {
   if (p.T == 0) return;
 
   static const Isa isa = detect_isa();
+  Plan pl;
+  pl.p = &p;
+  pl.isa = isa;
   const std::int64_t hvec = (p.H + kLanes - 1) / kLanes;
-  const std::int64_t hpad = hvec * kLanes;
-  const std::vector<HeadGroup> groups = head_groups(isa, hvec);
-  const std::int64_t wpack_words = (isa == Isa::kAvx512Bf16 ? kChunk / 2 : kChunk) * hpad;
+  pl.hpad = hvec * kLanes;
+  pl.groups = head_groups(isa, hvec);
 
   const std::int64_t max_threads = (p.T + kMinRowsPerThread - 1) / kMinRowsPerThread;
-  const int nthreads =
-      static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(num_threads_from_env(), max_threads)));
+  const int nthreads = static_cast<int>(
+      std::max<std::int64_t>(1, std::min<std::int64_t>(num_threads_from_env(), max_threads)));
 
-  // Scratch is allocated here so that worker threads cannot throw.
-  std::vector<Worker> workers(nthreads);
-  for (Worker& wk : workers) {
-    wk.p = &p;
-    wk.isa = isa;
-    wk.hpad = hpad;
-    wk.groups = &groups;
-    wk.part.resize((kRowBlock + kMaxTileRows) * hpad);
-    wk.wpack.resize(wpack_words);
+  // All memory is allocated here, before any thread starts, so that workers cannot throw.
+  // NOTE: the scratch is kept per calling thread: a fresh 1 MB allocation per call cost ~60 us of
+  // page faults at T = 1 (K = 7168, H = 64), more than the whole computation.
+  thread_local std::vector<std::uint32_t> wpack;
+  thread_local std::vector<float> part;
+  const auto* w = static_cast<const std::uint16_t*>(p.weight);
+  const std::int64_t part_floats = (kRowBlock + kMaxTileRows) * pl.hpad;
+  const std::int64_t wpack_words = (isa == Isa::kAvx512Bf16 ? (p.K + 1) / 2 : p.K) * pl.hpad;
+  if (static_cast<std::int64_t>(wpack.size()) < wpack_words) wpack.resize(wpack_words);
+  if (static_cast<std::int64_t>(part.size()) < part_floats * nthreads) part.resize(part_floats * nthreads);
+  if (isa == Isa::kAvx512Bf16) {
+    pack_weight_bf16(w, p.weight_row_stride, p.H, pl.hpad, p.K, wpack.data());
+  } else {
+    pack_weight_f32(w, p.weight_row_stride, p.H, pl.hpad, p.K, reinterpret_cast<float*>(wpack.data()));
   }
+  pl.wpack = wpack.data();
+
   // Contiguous row ranges, one per thread.
   const std::int64_t per = (p.T + nthreads - 1) / nthreads;
-  if (nthreads == 1) {
-    workers[0].run(0, p.T);
-    return;
-  }
   std::vector<std::thread> threads;
   threads.reserve(nthreads - 1);
-  for (int i = 1; i < nthreads; ++i) {
-    const std::int64_t b = std::min(p.T, i * per), e = std::min(p.T, (i + 1) * per);
-    threads.emplace_back([&workers, i, b, e] { workers[i].run(b, e); });
+  int spawned = 1;
+  try {
+    for (; spawned < nthreads; ++spawned) {
+      const std::int64_t b = std::min(p.T, spawned * per), e = std::min(p.T, (spawned + 1) * per);
+      float* scratch = part.data() + spawned * part_floats;
+      threads.emplace_back([&pl, scratch, b, e] { run_rows(pl, scratch, b, e); });
+    }
+  } catch (const std::system_error&) {
+    // Could not start a thread: the calling thread does the rows of the ones that did not start.
   }
-  workers[0].run(0, std::min(p.T, per));
+  run_rows(pl, part.data(), 0, std::min(p.T, per));
+  for (int i = spawned; i < nthreads; ++i) {
+    run_rows(pl, part.data(), std::min(p.T, i * per), std::min(p.T, (i + 1) * per));
+  }
   for (std::thread& th : threads) th.join();
 }
 
