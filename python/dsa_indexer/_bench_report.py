@@ -34,6 +34,19 @@ def _run(cmd):
         return ""
 
 
+def _driver_version(index):
+    v = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader",
+              "-i", str(index)])
+    if v:
+        return v.splitlines()[0].strip()
+    try:  # no nvidia-smi: the kernel module says it too
+        with open("/proc/driver/nvidia/version") as f:
+            m = re.search(r"Kernel Module\s+([0-9.]+)", f.read())
+        return m.group(1) if m else None
+    except OSError:
+        return None
+
+
 def environment(device, library_version):
     now = datetime.datetime.now(datetime.timezone.utc)
     env = {
@@ -58,8 +71,8 @@ def environment(device, library_version):
         env["gpu_capability"] = "%d.%d" % (props.major, props.minor)
         env["gpu_memory_gib"] = round(props.total_memory / 2 ** 30, 1)
         env["gpu_l2_bytes"] = getattr(props, "L2_cache_size", None)
-        env["driver"] = _run(["nvidia-smi", "--query-gpu=driver_version",
-                              "--format=csv,noheader", "-i", str(device.index or 0)]) or None
+        env["driver"] = _driver_version(torch.cuda.current_device() if device.index is None
+                                        else device.index)
     else:
         env["gpu"] = None
         env["driver"] = None
@@ -109,7 +122,9 @@ def latency_tables(result):
             rows = []
             for r in recs:
                 ours, base = r.get("dsa_indexer"), r.get("sglang")
-                row = [str(r["T"])] + [_fmt_us(r.get(p), missing[p]) for p in paths]
+                row = [str(r["T"])] + [
+                    "error" if "error" in r["detail"].get(p, {}) else _fmt_us(r.get(p), missing[p])
+                    for p in paths]
                 row.append(_fmt_us(r["floor"], "n/a"))
                 row.append(_fmt_sig(r["bytes"] / (ours * 1e-6) / 1e9) if ours else "n/a")
                 row.append("%.1f%%" % (100.0 * r["floor"] / ours) if ours else "n/a")
@@ -194,7 +209,8 @@ def text_report(result, markdown=False):
             facts += ["GPU %s" % env["gpu"], "driver %s" % env["driver"]]
         facts += ["CPU %s (%d threads)" % (env["cpu"], env["cpu_threads"]),
                   "CUDA %s" % env["cuda"], "torch %s" % env["torch"],
-                  "dsa_indexer %s" % env["dsa_indexer"], "deep_gemm %s" % result["deep_gemm"],
+                  "dsa_indexer %s" % env["dsa_indexer"],
+                  "deep_gemm %s" % (result["deep_gemm"] or "not installed"),
                   "python %s" % env["python"]]
         out.append("- " + "\n- ".join(facts))
         out.append("")
@@ -259,6 +275,8 @@ def plot(result, path):
             for p in result["paths"]:
                 pts = [(r["T"], r[p]) for r in recs if r.get(p) is not None]
                 if not pts:
+                    if p in result["unavailable"]:
+                        ax.plot([], [], " ", label="%s: %s" % (p, result["unavailable"][p]))
                     continue
                 color, lw, marker = PATH_STYLE.get(p, ("tab:gray", 1.4, "."))
                 ax.plot(*zip(*pts), color=color, lw=lw, marker=marker, ms=4, label=p)

@@ -39,6 +39,15 @@ class Clock:
         return lambda: dt
 
 
+_CAPTURE_STREAM = []
+
+
+def _capture_stream():
+    if not _CAPTURE_STREAM:
+        _CAPTURE_STREAM.append(torch.cuda.Stream())
+    return _CAPTURE_STREAM[0]
+
+
 def _estimate_s(fn, n_sets, device_type, n=3):
     fn(0)  # first call: library init, autotuning where a path has it
     sync(device_type)
@@ -67,7 +76,9 @@ def time_per_call(fn, n_sets, *, device_type, mode, repeats, target_s, max_calls
     if mode == "graph":
         if device_type != "cuda":
             raise ValueError("graph mode needs CUDA")
-        side = torch.cuda.Stream()
+        # Warm-up and capture on one side stream, so that per-stream state (cuBLAS workspaces)
+        # exists before capture, as torch.cuda.graph's documentation prescribes.
+        side = _capture_stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for i in range(min(calls, 2 * n_sets, 8)):
@@ -75,7 +86,7 @@ def time_per_call(fn, n_sets, *, device_type, mode, repeats, target_s, max_calls
         torch.cuda.current_stream().wait_stream(side)
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=side):
             first_out = fn(0)
             for i in range(1, calls):
                 fn(i % n_sets)
