@@ -5,6 +5,8 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -113,4 +115,18 @@ BENCHMARK(BM_openblas_sgemm_fp32)->Apply(shapes);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+#ifdef DSA_BENCH_HAVE_OPENBLAS
+  benchmark::AddCustomContext("openblas", std::string(openblas_get_config()) + ", core " +
+                                              openblas_get_corename() + ", " +
+                                              std::to_string(openblas_get_num_threads()) + " threads");
+#else
+  benchmark::AddCustomContext("openblas", "not found at configure time: no sgemm baseline");
+#endif
+  const char* n = std::getenv("DSA_INDEXER_NUM_THREADS");
+  benchmark::AddCustomContext("dsa_indexer threads", n ? n : "hardware_concurrency");
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

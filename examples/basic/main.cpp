@@ -98,6 +98,10 @@ int main() {
                         {"GLM-5", 64, 32, 6144},           {"GLM-5", 1000, 32, 6144}};
   std::printf("dsa_indexer %s, CUDA backend in this build: %s\n", dsa_indexer::version(),
               dsa_indexer::cuda_backend_available() ? "yes" : "no");
+#ifdef DSA_INDEXER_WITH_CUDA
+  std::printf("CUDA device: %s\n", cuda_device_present() ? "yes, CUDA backend checked too"
+                                                          : "none usable, CPU backend only");
+#endif
   std::printf("%-8s %-14s %6s %4s %6s %10s %14s  %s\n", "backend", "model", "T", "H", "K", "time ms",
               "max rel err", "result");
   bool all_ok = true;
