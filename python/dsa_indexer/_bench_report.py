@@ -265,8 +265,8 @@ def plot(result, path):
 
     modes = result["timing"]["modes"]
     shapes = [tuple(s) for s in result["shapes"]]
-    fig, axes = plt.subplots(len(modes), len(shapes), figsize=(6.4 * len(shapes), 4.8 * len(modes)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(modes), len(shapes), squeeze=False,
+                             figsize=(max(8.5, 6.4 * len(shapes)), 4.8 * len(modes) + 0.5))
     for i, mode in enumerate(modes):
         for j, (K, H) in enumerate(shapes):
             ax = axes[i][j]
@@ -295,10 +295,15 @@ def plot(result, path):
             ax.set_title("%s, %s" % (shape_label(K, H), MODE_TITLES[mode]))
             ax.grid(True, which="major", alpha=0.35)
             ax.grid(True, which="minor", alpha=0.12)
-            ax.legend(loc="upper left", fontsize=9, framealpha=0.9)
+    # One legend for all panels, under them, so that it never hides a line.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    ncol = len(labels) if len(shapes) >= 2 else 2
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=10, frameon=False)
+    legend_rows = -(-len(labels) // ncol)
     env = result["env"]
     fig.suptitle("dsa-indexer logits_head_gate: %s, torch %s, %s" % (
         env["gpu"] or "CPU (%s)" % env["cpu"], env["torch"], env["date"][:10]), fontsize=12)
-    fig.tight_layout()
+    fig_h = 4.8 * len(modes) + 0.5
+    fig.tight_layout(rect=(0, (0.1 + 0.28 * legend_rows) / fig_h, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
