@@ -122,6 +122,13 @@ const LayoutCase kLayouts[] = {
        L.o_st = 1, L.o_sh = s.T;
        return L;
      }},
+    // q_scale and out views with negative row strides (rows in reverse order in memory).
+    {"NegativeStrides", [](const Shape& s) {
+       Layout L;
+       L.q_st = -s.H, L.q_off = (s.T - 1) * s.H;
+       L.o_st = -(s.H + 1), L.o_off = (s.T - 1) * (s.H + 1);
+       return L;
+     }},
     {"AllStrided", [](const Shape& s) {
        Layout L;
        L.x_off = 7, L.x_stride = 2 * s.K + 3, L.w_off = 5, L.w_stride = s.K + 9;
@@ -263,6 +270,47 @@ TEST_P(BackendTest, BatchInvariant) {
     }
   }
   check_batch_invariance(GetParam(), Shape{45, 17, 257}, {});
+}
+
+// One probe row placed at position i of a batch of random rows, for every i (a few i for the
+// large batch): its output is bitwise the probe computed alone at T = 1.
+TEST_P(BackendTest, SameRowAtEveryPosition) {
+  const std::int64_t big = is_cuda(GetParam()) ? 4096 : 1000;
+  for (const auto& [H, K] : {std::pair<std::int64_t, std::int64_t>{64, 7168}, {32, 6144}, {7, 101}}) {
+    for (std::int64_t T : {std::int64_t{7}, std::int64_t{64}, big}) {
+      Problem P(T, H, K, seed_for(T, H, K, 35));
+      Problem probe(1, H, K, seed_for(1, H, K, 36));
+      probe.w = P.w;  // same weight (both contiguous [H, K])
+      Runner alone_run(GetParam(), probe);
+      alone_run.call();
+      const std::vector<float> alone = alone_run.download();
+      expect_matches_reference(probe, alone);
+      std::vector<std::int64_t> positions;
+      for (std::int64_t i = 0; i < T; ++i) positions.push_back(i);
+      if (T > 64) positions = {0, 1, T / 2, T - 2, T - 1};
+      Runner run(GetParam(), P);
+      for (std::int64_t i : positions) {
+        const std::vector<std::uint16_t> saved_x(P.x.begin() + i * K, P.x.begin() + (i + 1) * K);
+        std::vector<float> saved_q(H);
+        for (std::int64_t h = 0; h < H; ++h) {
+          saved_q[h] = P.qe(i, h);
+          P.qe(i, h) = probe.qe(0, h);
+        }
+        std::copy(probe.x.begin(), probe.x.begin() + K, P.x.begin() + i * K);
+        run.upload_inputs();
+        run.poison_out();
+        run.call();
+        const std::vector<float>& out = run.download();
+        std::int64_t diff = 0;
+        for (std::int64_t h = 0; h < H; ++h)
+          diff += !same_bits(out[P.out_index(i, h)], alone[probe.out_index(0, h)]);
+        EXPECT_EQ(diff, 0) << "probe row at position " << i << " of T=" << T << " H=" << H
+                           << " K=" << K << " differs bitwise from T=1";
+        std::copy(saved_x.begin(), saved_x.end(), P.x.begin() + i * K);
+        for (std::int64_t h = 0; h < H; ++h) P.qe(i, h) = saved_q[h];
+      }
+    }
+  }
 }
 
 // T = 2^20 + 3 rows, small K and H: indexing past 2^20 rows, 64-bit offsets.

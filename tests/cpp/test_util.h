@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -132,9 +133,11 @@ struct Problem {
     out.assign(span(L.out_rows, H, L.o_st, L.o_sh) + L.o_off, poison());
   }
 
+  // Elements from the view's base to its furthest element, plus one; a negative stride's reach
+  // below the base is covered by the layout's offset.
   static std::int64_t span(std::int64_t rows, std::int64_t cols, std::int64_t sr, std::int64_t sc) {
     if (rows == 0 || cols == 0) return 1;
-    return (rows - 1) * sr + (cols - 1) * sc + 1;
+    return std::max<std::int64_t>((rows - 1) * sr, 0) + std::max<std::int64_t>((cols - 1) * sc, 0) + 1;
   }
 
   std::uint16_t& xe(std::int64_t t, std::int64_t k) { return x[L.x_off + t * L.x_stride + k]; }
@@ -325,6 +328,16 @@ class Runner {
     }
 #endif
     return P_.out;
+  }
+
+  // Copies x and q_scale from P to the backend again after P changed them (no-op on the CPU).
+  void upload_inputs() {
+#ifdef DSA_INDEXER_WITH_CUDA
+    if (is_cuda(b_)) {
+      DSA_TEST_CUDA(cudaMemcpy(dx_->ptr, P_.x.data(), P_.x.size() * 2, cudaMemcpyHostToDevice));
+      DSA_TEST_CUDA(cudaMemcpy(dq_->ptr, P_.q.data(), P_.q.size() * 4, cudaMemcpyHostToDevice));
+    }
+#endif
   }
 
   // Re-poisons the out buffer on the backend.
