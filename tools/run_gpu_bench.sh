@@ -6,8 +6,10 @@
 #
 # Usage (any cwd):  tools/run_gpu_bench.sh RESULTS_DIR [extra flags for python -m dsa_indexer.bench]
 #   e.g.            tools/run_gpu_bench.sh bench/results/2026-11-29_nvidia-h200
-# Env: PYTHON (default python3). If dsa_indexer does not import, or INSTALL=1, it is first built and
-# installed from this checkout with pip install --no-build-isolation . (system gcc, see shared GPU.md).
+# Env: PYTHON (default python3). If dsa_indexer does not import (or its bench.py is not this
+# checkout's), or INSTALL=1, it is first built and installed from this checkout, offline, with
+# pip install --no-build-isolation --no-index . and the system gcc (see shared GPU.md);
+# CMAKE_ARGS=-DDSA_INDEXER_CUDA_ARCHS=90a-real shortens that build.
 set -euo pipefail
 
 if [ $# -lt 1 ]; then
@@ -21,9 +23,18 @@ PY=${PYTHON:-python3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
-if [ "${INSTALL:-0}" = 1 ] || ! "$PY" -c "import dsa_indexer" >/dev/null 2>&1; then
+# Installed and current? (the installed bench.py must be this checkout's; INSTALL=1 forces a rebuild,
+# for instance after a change to the kernels)
+current() {
+  "$PY" - <<'PYEOF' >/dev/null 2>&1
+import filecmp, sys
+import dsa_indexer.bench as b
+sys.exit(0 if filecmp.cmp(b.__file__, "python/dsa_indexer/bench.py", shallow=False) else 1)
+PYEOF
+}
+if [ "${INSTALL:-0}" = 1 ] || ! current; then
   echo "== building and installing dsa_indexer from $repo (log: $out/install.log)" >&2
-  if ! CC=/usr/bin/gcc CXX=/usr/bin/g++ "$PY" -m pip install --no-build-isolation --no-deps . \
+  if ! CC=/usr/bin/gcc CXX=/usr/bin/g++ "$PY" -m pip install --no-build-isolation --no-index --no-deps . \
       >"$out/install.log" 2>&1; then
     tail -n 40 "$out/install.log" >&2
     echo "ERROR: pip install failed (full log: $out/install.log)" >&2
