@@ -127,7 +127,7 @@ def measure_ceilings(device, *, repeats):
     if dt == "cuda":
         n_copy, mm_n, target = 1 << 30, 8192, 0.02
     else:
-        n_copy, mm_n, target = 1 << 27, 2048, 0.2
+        n_copy, mm_n, target = 1 << 26, 1536, 0.05
     src = torch.empty(n_copy, dtype=torch.uint8, device=device).random_(0, 255)
     dst = torch.empty_like(src)
     r = time_per_call(lambda i: dst.copy_(src), 1, device_type=dt, mode="eager",
