@@ -92,12 +92,16 @@ struct Choice {
 };
 
 // The one dispatch point. Every choice computes bitwise the same values (kernel_params.h), so
-// the tile is a pure speed decision. Tiles and thresholds come from the sweep in
-// dev/cuda/sweep_sm90_tiles.cu on an H200 (numbers in src/cuda/NOTES.md):
-// - T <= 16: 16-token tiles, 8 heads per CTA: 8 clusters of 8 CTAs at H = 64 pull the 0.9 MB
-//   weight in parallel, and every chunk's MMA chain runs side by side (decode is latency-bound).
-// - mid T: 16/32-token tiles spread tokens and heads over more clusters than 64-token tiles would.
-// - large T: all heads resident per cluster (weight read once per CTA), x streamed once.
+// the tile is a pure speed decision, taken from the sweep in dev/cuda/sweep_sm90_tiles.cu on an
+// H200 (src/cuda/NOTES.md has the tables):
+// - decode (T <= 32): 16-token tiles with 8 heads per CTA: at H = 64 that is 8 clusters of 8 CTAs
+//   pulling the 0.9 MB weight in parallel, each running every chunk of its group side by side.
+// - T = 64 .. 256: 16/32/64-token tiles with 16/32 heads: more clusters than all-head tiles give.
+// - prefill: all heads per cluster (H <= 64), so each CTA loads its weight slice once and x
+//   crosses HBM once; 128-token tiles where the slice is small enough (H <= 32) to leave room for
+//   a deep x ring.
+// Tried and lost (numbers in NOTES.md): T16H8 beyond T = 32 (the weight slice is re-read per tile),
+// T128H32 at H = 64 (x read twice), two chunks per ring slot (no gain, fewer slots in flight).
 Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   Choice c;
   if (path == CudaPath::kPortable) return c.reason = "portable path requested", c;
@@ -109,18 +113,28 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   }
   Sm90Tile order[3];
   int n = 0;
-  if (k.T <= 16) {
-    order[n++] = Sm90Tile::kT16H8;
-  } else if (k.T <= 64) {
-    order[n++] = Sm90Tile::kT16H16;
-  } else if (k.T <= 512) {
-    order[n++] = Sm90Tile::kT32H32;
-  } else if (k.H <= 32) {
-    order[n++] = Sm90Tile::kT128H32;
-    order[n++] = Sm90Tile::kT64H32;
+  if (k.H <= 32) {
+    if (k.T <= 128) {
+      order[n++] = Sm90Tile::kT16H16;
+    } else if (k.T <= 512) {
+      order[n++] = Sm90Tile::kT64H32;
+    } else {
+      order[n++] = Sm90Tile::kT128H32;
+      order[n++] = Sm90Tile::kT64H32;
+    }
   } else {
-    order[n++] = Sm90Tile::kT64H64;
-    order[n++] = Sm90Tile::kT64H32;
+    if (k.T <= 32) {
+      order[n++] = Sm90Tile::kT16H8;
+    } else if (k.T <= 64) {
+      order[n++] = Sm90Tile::kT16H16;
+    } else if (k.T <= 128) {
+      order[n++] = Sm90Tile::kT32H32;
+    } else if (k.T <= 256) {
+      order[n++] = Sm90Tile::kT64H32;
+    } else {
+      order[n++] = Sm90Tile::kT64H64;
+      order[n++] = Sm90Tile::kT64H32;
+    }
   }
   order[n++] = Sm90Tile::kT16H8;  // smallest footprint: fits whenever any tile does
   for (int i = 0; i < n; ++i) {

@@ -99,6 +99,70 @@ __device__ __forceinline__ void warp_mma_step(float (&acc)[kMT][kNT][4], std::ui
 }
 
 template <int kMT, int kNT>
+__device__ __forceinline__ void zero(float (&acc)[kMT][kNT][4]);
+
+// Per-lane shared-memory offsets of the A and B fragments for each k16 step of a chunk, computed
+// once per kernel: the main loop then only adds a tile base (an x slot, a weight chunk) to them.
+// Rows 16 apart share a swizzle phase, so the other m16 / n16 tiles are plain additions.
+template <int kMT, int kNT>
+struct FragOffsets {
+  std::uint32_t a[kChunk / kMmaK];
+  std::uint32_t b[kChunk / kMmaK];
+  __device__ __forceinline__ FragOffsets(int warp_row0, int warp_head0, int lane) {
+    const int a_row = warp_row0 + (lane & 7) + ((lane >> 3) & 1) * 8;
+    const int b_row = warp_head0 + (lane & 7) + (kNT == 1 ? 0 : (lane >> 4) * 8);
+#pragma unroll
+    for (int s = 0; s < kChunk / kMmaK; ++s) {
+      a[s] = swizzled_offset(a_row, s * 2 + (lane >> 4));
+      b[s] = swizzled_offset(b_row, s * 2 + ((lane >> 3) & 1));
+    }
+  }
+};
+
+// One k16 step of a kMT x kNT warp tile; a_addr / b_addr already include the lane's offset.
+template <int kMT, int kNT>
+__device__ __forceinline__ void warp_mma_step_at(float (&acc)[kMT][kNT][4], std::uint32_t a_addr,
+                                                 std::uint32_t b_addr) {
+  std::uint32_t a[kMT][4];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) ldmatrix_x4(a[mt], a_addr + mt * 16 * kRowBytes);
+  if constexpr (kNT == 1) {
+    std::uint32_t b0, b1;
+    ldmatrix_x2(b0, b1, b_addr);
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) mma_bf16_16816(acc[mt][0], a[mt], b0, b1);
+  } else {
+#pragma unroll
+    for (int np = 0; np < kNT / 2; ++np) {
+      std::uint32_t b[4];
+      ldmatrix_x4(b, b_addr + np * 16 * kRowBytes);
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        mma_bf16_16816(acc[mt][2 * np], a[mt], b[0], b[1]);
+        mma_bf16_16816(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// A chunk's MMA chain: steps (<= 8) k16 steps from a zeroed accumulator; a full chunk takes the
+// unguarded path.
+template <int kMT, int kNT>
+__device__ __forceinline__ void chunk_mma(float (&acc)[kMT][kNT][4], const FragOffsets<kMT, kNT>& off,
+                                          std::uint32_t a_tile, std::uint32_t b_tile, int steps) {
+  zero(acc);
+  if (steps == kChunk / kMmaK) {
+#pragma unroll
+    for (int s = 0; s < kChunk / kMmaK; ++s) warp_mma_step_at(acc, a_tile + off.a[s], b_tile + off.b[s]);
+  } else {
+#pragma unroll
+    for (int s = 0; s < kChunk / kMmaK; ++s) {
+      if (s < steps) warp_mma_step_at(acc, a_tile + off.a[s], b_tile + off.b[s]);
+    }
+  }
+}
+
+template <int kMT, int kNT>
 __device__ __forceinline__ void zero(float (&acc)[kMT][kNT][4]) {
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)

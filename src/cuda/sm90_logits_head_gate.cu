@@ -33,36 +33,85 @@ __device__ __forceinline__ unsigned cluster_ctarank() {
   asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
   return r;
 }
-__device__ __forceinline__ void cluster_arrive() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+// Relaxed arrive: it orders nothing, so it does not wait for the cp.async traffic in flight (a
+// release arrive compiles to a MEMBAR that did, once per tile: 1.3 of 8 stall cycles per
+// instruction in ncu). Data moves between CTAs through st.async + mbarrier instead (below).
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
 }
 __device__ __forceinline__ void cluster_wait() {
   asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
 }
-__device__ __forceinline__ float ld_dsmem(std::uint32_t local_addr, unsigned rank) {
-  std::uint32_t remote;
-  float v;
+__device__ __forceinline__ void mbar_init(std::uint32_t bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(std::uint32_t bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait_parity(std::uint32_t bar, unsigned parity) {
+  unsigned done;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+// Stores a float2 into the shared memory of CTA `rank` (same offset as local_addr) and counts its 8
+// bytes on that CTA's mbarrier (same offset as local_bar): the owner learns the data has landed
+// without any fence on the sender's side.
+__device__ __forceinline__ void st_async_f2(std::uint32_t local_addr, std::uint32_t local_bar, unsigned rank,
+                                            float a, float b) {
+  std::uint32_t remote, remote_bar;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local_addr), "r"(rank));
-  asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(remote) : "memory");
-  return v;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote_bar) : "r"(local_bar), "r"(rank));
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32 [%0], {%1, %2}, [%3];\n" ::"r"(remote),
+               "f"(a), "f"(b), "r"(remote_bar)
+               : "memory");
 }
 
+// Shared memory: [weight slice: nchunks x kBlockH rows][x ring: kSlots x kWarpsK chunks x kBlockT
+// rows][chunk partials (decode mode): kWarpsK x kBlockT x kRedPitch][inbox: 8 source ranks x
+// kRowsPerRank x kRedPitch]. Tile rows are 128 bf16, swizzled (mma_sm80.cuh).
+//
+// Two modes, one arithmetic:
+// - kWarpsK == 1 (prefill): each warp owns a tokens x heads sub-tile and walks the group's chunks in
+//   order, keeping the group sum q in registers.
+// - kWarpsK > 1 (decode): the chunks of a wave are spread over kWarpsK warp sets that run side by
+//   side; their partials meet in shared memory and join q in chunk order.
+// At the end of a tile every CTA pushes its group sums, row block by row block, into the inbox of the
+// CTA that owns the rows (remote stores do not stall), and each owner adds the 8 in rank order.
 template <class Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel(const KernelParams p) {
 #ifdef DSA_SM90_BODY
-  constexpr int kBlockT = Cfg::kBlockT, kBlockH = Cfg::kBlockH, kCIF = Cfg::kChunksInFlight;
+  constexpr int kBlockT = Cfg::kBlockT, kBlockH = Cfg::kBlockH, kWarpsK = Cfg::kWarpsK;
   constexpr int kSlots = Cfg::kSlots, kThreads = Cfg::kThreads;
+  constexpr int kChunksPerWarp = Cfg::kChunksPerWarp;            // prefill mode: chains per warp
+  constexpr int kChunksPerWave = kWarpsK * kChunksPerWarp;
+  static_assert(kWarpsK == 1 || kChunksPerWarp == 1, "one of the two ways to overlap chunks");
   constexpr int kWarpRows = kBlockT / Cfg::kWarpsT, kWarpHeads = kBlockH / Cfg::kWarpsH;
   constexpr int kMT = kWarpRows / 16, kNT = kWarpHeads / 8;
   constexpr int kRedPitch = kBlockH + 8;  // floats; +8 keeps the float2 stores conflict-free
   constexpr int kVecs = kRowBytes / 16;
+  constexpr int kRowsPerPass = kThreads / kVecs;  // tile rows one pass of 16-byte copies covers
+  constexpr int kRowsPerRank = kBlockT / kClusterSize;
+  constexpr int kOwned = kRowsPerRank * kBlockH;  // outputs this CTA finishes per tile
+  constexpr int kOwnedPerThread = (kOwned + kThreads - 1) / kThreads;
+  constexpr int kPairsPerThread = (kBlockT * kBlockH / 2 + kThreads - 1) / kThreads;
   static_assert(kSlots >= 2, "the ring needs two slots");
+  static_assert(kThreads % kVecs == 0, "copy passes cover whole rows");
+  static_assert(kBlockT % kClusterSize == 0, "rows are shared out to the 8 CTAs");
 
   extern __shared__ __align__(128) unsigned char smem[];
   const int nchunks = (p.G + kChunk - 1) / kChunk;
-  unsigned char* w_smem = smem;                                    // [nchunks][kBlockH] rows
-  unsigned char* x_smem = w_smem + nchunks * kBlockH * kRowBytes;  // [kSlots][kCIF][kBlockT] rows
-  float* red = reinterpret_cast<float*>(x_smem + kSlots * kCIF * kBlockT * kRowBytes);
+  unsigned char* w_smem = smem;
+  unsigned char* x_smem = w_smem + nchunks * kBlockH * kRowBytes;
+  float* part = reinterpret_cast<float*>(x_smem + kSlots * kChunksPerWave * kBlockT * kRowBytes);
+  float* inbox = part + (kWarpsK > 1 ? kWarpsK * kBlockT * kRedPitch : 0);
+  const std::uint32_t inbox_full = smem_addr(inbox + kBlockT * kRedPitch);  // mbarrier, 8 bytes
+  constexpr unsigned kInboxBytes = kClusterSize * kRowsPerRank * kBlockH * sizeof(float);
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const unsigned rank = cluster_ctarank();
@@ -72,10 +121,25 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   const std::int64_t k_base = static_cast<std::int64_t>(rank) * p.G;  // this CTA's group
   const std::int64_t num_tiles = (p.T + kBlockT - 1) / kBlockT;
   const int my_tiles = static_cast<int>((num_tiles - worker + num_workers - 1) / num_workers);
-  const int waves_per_tile = (nchunks + kCIF - 1) / kCIF;
+  const int waves_per_tile = (nchunks + kChunksPerWave - 1) / kChunksPerWave;
   const int num_waves = my_tiles * waves_per_tile;
-  const int warp_row0 = (warp / Cfg::kWarpsH) * kWarpRows;
-  const int warp_head0 = (warp % Cfg::kWarpsH) * kWarpHeads;
+  const int warp_chunk = warp / (Cfg::kWarpsT * Cfg::kWarpsH);  // decode mode: chunk of the wave
+  const int warp_mn = warp % (Cfg::kWarpsT * Cfg::kWarpsH);
+  const int warp_row0 = (warp_mn / Cfg::kWarpsH) * kWarpRows;
+  const int warp_head0 = (warp_mn % Cfg::kWarpsH) * kWarpHeads;
+  // Copies: thread tid always moves vector (tid % 16) of rows tid / 16 + i * kRowsPerPass, so its
+  // swizzled column is fixed and its addresses advance by constant steps.
+  const int copy_vec = tid % kVecs, copy_row0 = tid / kVecs;
+  const std::uint32_t copy_soff = static_cast<std::uint32_t>(copy_row0 * kRowBytes + ((copy_vec ^ (copy_row0 & 7)) << 4));
+  const auto tile_t0 = [&](int tile_i) {
+    return (worker + static_cast<std::int64_t>(tile_i) * num_workers) * kBlockT;
+  };
+
+  // The inbox's mbarrier: one arrival (the owner's expect_tx) plus the pushed bytes per tile. Its
+  // init must be visible cluster-wide before the first push: the matching wait precedes the first
+  // push, a whole main loop later.
+  if (tid == 0) mbar_init(inbox_full, 1);
+  cluster_arrive_relaxed();
 
   // Programmatic dependent launch: let the next kernel start its prologue now, and wait for the
   // previous one before the first global read (x, weight or q_scale may be its output).
@@ -83,79 +147,131 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 
   // The weight slice: heads [h0, h0 + kBlockH) x this group's columns, loaded once.
+  constexpr int kWPasses = (kBlockH + kRowsPerPass - 1) / kRowsPerPass;
+  constexpr int kXPasses = (kBlockT + kRowsPerPass - 1) / kRowsPerPass;
   {
-    const std::uint32_t base = smem_addr(w_smem);
-    for (int i = tid; i < nchunks * kBlockH * kVecs; i += kThreads) {
-      const int v = i % kVecs, row = (i / kVecs) % kBlockH, chunk = i / (kVecs * kBlockH);
-      const int col = chunk * kChunk + v * 8;
-      if (h0 + row < p.H && col < p.G) {
-        cp_async_16(base + (chunk * kBlockH) * kRowBytes + swizzled_offset(row, v),
-                    p.w + static_cast<std::int64_t>(h0 + row) * p.ldw + k_base + col, 16);
+    const std::uint32_t base = smem_addr(w_smem) + copy_soff;
+    const std::uint16_t* src = p.w + (h0 + copy_row0) * p.ldw + k_base + copy_vec * 8;
+    const int rows_valid = min(kBlockH, p.H - h0);
+    for (int chunk = 0; chunk < nchunks; ++chunk) {
+      if (chunk * kChunk + copy_vec * 8 < p.G) {
+#pragma unroll
+        for (int i = 0; i < kWPasses; ++i) {
+          if (copy_row0 + i * kRowsPerPass < rows_valid) {
+            cp_async_16(base + (chunk * kBlockH + i * kRowsPerPass) * kRowBytes,
+                        src + i * kRowsPerPass * p.ldw + chunk * kChunk, 16);
+          }
+        }
       }
     }
   }
   // Rows of x past T are never loaded: MMA rows are independent and those outputs are not stored.
-  const auto load_wave = [&](int wave_idx) {
-    const int tile_i = wave_idx / waves_per_tile;
-    const int chunk0 = (wave_idx % waves_per_tile) * kCIF;
-    const std::int64_t t0 = (worker + static_cast<std::int64_t>(tile_i) * num_workers) * kBlockT;
-    const std::uint32_t slot = smem_addr(x_smem) + (wave_idx % kSlots) * (kCIF * kBlockT * kRowBytes);
-    for (int i = tid; i < kCIF * kBlockT * kVecs; i += kThreads) {
-      const int v = i % kVecs, row = (i / kVecs) % kBlockT, c = i / (kVecs * kBlockT);
-      const int col = (chunk0 + c) * kChunk + v * 8;
-      if (t0 + row < p.T && chunk0 + c < nchunks && col < p.G) {
-        cp_async_16(slot + (c * kBlockT) * kRowBytes + swizzled_offset(row, v),
-                    p.x + (t0 + row) * p.ldx + k_base + col, 16);
-      }
+  const std::int64_t x_pass_stride = kRowsPerPass * p.ldx;
+  // Position in the flat sequence of waves (tile, wave of the tile, ring slot), advanced by
+  // increments: run-time divisions in the loop cost more issue slots than the MMAs.
+  struct Cursor {
+    int tile = 0, wave = 0, slot = 0;
+    __device__ void advance(int waves_per_tile) {
+      if (++wave == waves_per_tile) wave = 0, ++tile;
+      if (++slot == kSlots) slot = 0;
     }
   };
-#pragma unroll 1
-  for (int s = 0; s < kSlots - 1; ++s) {
-    if (s < num_waves) load_wave(s);
-    cp_async_commit();  // one group per slot, empty or not, keeps the wait counts uniform
-  }
-
-  float q[kMT][kNT][4];
-#pragma unroll 1
-  for (int s = 0; s < num_waves; ++s) {
-    cp_async_wait<kSlots - 2>();
-    __syncthreads();
-    const int tile_i = s / waves_per_tile;
-    const int wave_in_tile = s % waves_per_tile;
-    const int chunk0 = wave_in_tile * kCIF;
-    if (wave_in_tile == 0) zero(q);
-
-    // The chunks of the wave run side by side (independent MMA chains, so decode latency is
-    // one chain of 8 MMAs), then join the group sum in chunk order.
-    float acc[kCIF][kMT][kNT][4];
+  const auto load_wave = [&](const Cursor& at) {
+    const int chunk0 = at.wave * kChunksPerWave;
+    const std::int64_t t0 = tile_t0(at.tile);
+    const int rows_valid = static_cast<int>(min(static_cast<std::int64_t>(kBlockT), p.T - t0));
+    const std::uint32_t base =
+        smem_addr(x_smem) + at.slot * (kChunksPerWave * kBlockT * kRowBytes) + copy_soff;
+    const std::uint16_t* src = p.x + (t0 + copy_row0) * p.ldx + k_base + chunk0 * kChunk + copy_vec * 8;
 #pragma unroll
-    for (int c = 0; c < kCIF; ++c) zero(acc[c]);
-    const std::uint32_t slot = smem_addr(x_smem) + (s % kSlots) * (kCIF * kBlockT * kRowBytes);
+    for (int c = 0; c < kChunksPerWave; ++c) {
+      if (chunk0 + c < nchunks && (chunk0 + c) * kChunk + copy_vec * 8 < p.G) {
 #pragma unroll
-    for (int step = 0; step < kChunk / kMmaK; ++step) {
-#pragma unroll
-      for (int c = 0; c < kCIF; ++c) {
-        const int chunk = chunk0 + c;
-        if (chunk < nchunks && (chunk * kChunk + step * kMmaK) < p.G) {
-          warp_mma_step<kMT, kNT>(acc[c], slot + c * kBlockT * kRowBytes, warp_row0,
-                                  smem_addr(w_smem) + chunk * kBlockH * kRowBytes, warp_head0,
-                                  step, lane);
+        for (int i = 0; i < kXPasses; ++i) {
+          if (copy_row0 + i * kRowsPerPass < rows_valid) {
+            cp_async_16(base + (c * kBlockT + i * kRowsPerPass) * kRowBytes, src + i * x_pass_stride + c * kChunk, 16);
+          }
         }
       }
     }
+  };
+  Cursor ahead;  // the next wave to load
+#pragma unroll 1
+  for (int s = 0; s < kSlots - 1; ++s) {
+    if (s < num_waves) load_wave(ahead);
+    cp_async_commit();  // one group per slot, empty or not, keeps the wait counts uniform
+    ahead.advance(waves_per_tile);
+  }
+
+  const FragOffsets<kMT, kNT> frag(warp_row0, warp_head0, lane);
+  const auto chunk_steps = [&](int chunk) { return min(kChunk, p.G - chunk * kChunk) / kMmaK; };
+  float q[kMT][kNT][4];                          // prefill mode: this warp's group sums
+  float2 qd[kWarpsK > 1 ? kPairsPerThread : 1];  // decode mode: this thread's group sums
+  float qs[kOwnedPerThread];
+  Cursor cur;  // the wave to compute
+#pragma unroll 1
+  for (int s = 0; s < num_waves; ++s, cur.advance(waves_per_tile)) {
+    const int tile_i = cur.tile;
+    const int wave_in_tile = cur.wave;
+    const int chunk0 = wave_in_tile * kChunksPerWave;
+    if (wave_in_tile == 0) {
+      zero(q);
+      // Fetch the q_scale values this CTA will need at the end of the tile, now, so their latency
+      // hides behind the main loop instead of stalling the epilogue.
+      const std::int64_t t0 = tile_t0(tile_i);
 #pragma unroll
-    for (int c = 0; c < kCIF; ++c) {
-      if (chunk0 + c < nchunks) accumulate(q, acc[c]);
+      for (int i = 0; i < kOwnedPerThread; ++i) {
+        const int e = tid + i * kThreads;
+        const std::int64_t t = t0 + static_cast<int>(rank) * kRowsPerRank + e / kBlockH;
+        const int h = h0 + e % kBlockH;
+        qs[i] = (e < kOwned && t < p.T && h < p.H) ? __ldg(p.q_scale + t * p.qs_t + h * p.qs_h) : 0.f;
+      }
     }
-
-    // Refill the slot everyone finished reading in iteration s - 1.
-    if (s + kSlots - 1 < num_waves) load_wave(s + kSlots - 1);
+    cp_async_wait<kSlots - 2>();
+    __syncthreads();
+    // Refill the slot everyone finished reading in iteration s - 1 before computing, so that
+    // kSlots - 1 slots are in flight during the MMAs (the ring is what hides HBM latency).
+    if (s + kSlots - 1 < num_waves) load_wave(ahead);
     cp_async_commit();
+    ahead.advance(waves_per_tile);
 
-    if (wave_in_tile == waves_per_tile - 1) {
-      // Tile done: publish the group sum, then reduce this rank's share of the tile across the
-      // cluster in rank order (= group order).
-      if (tile_i > 0) cluster_wait();  // peers finished reading the previous tile's partials
+    const std::uint32_t slot = smem_addr(x_smem) + cur.slot * (kChunksPerWave * kBlockT * kRowBytes);
+    const std::uint32_t w_base = smem_addr(w_smem);
+    if constexpr (kWarpsK == 1) {
+      // Prefill mode: the wave's chunks run as independent MMA chains (more work in flight per
+      // warp), then join q in chunk order.
+      float acc[kChunksPerWarp][kMT][kNT][4];
+      if (chunk0 + kChunksPerWarp <= nchunks && chunk_steps(chunk0 + kChunksPerWarp - 1) == kChunk / kMmaK) {
+#pragma unroll
+        for (int c = 0; c < kChunksPerWarp; ++c) zero(acc[c]);
+#pragma unroll
+        for (int step = 0; step < kChunk / kMmaK; ++step)
+#pragma unroll
+          for (int c = 0; c < kChunksPerWarp; ++c)
+            warp_mma_step_at(acc[c], slot + c * kBlockT * kRowBytes + frag.a[step],
+                             w_base + (chunk0 + c) * kBlockH * kRowBytes + frag.b[step]);
+#pragma unroll
+        for (int c = 0; c < kChunksPerWarp; ++c) accumulate(q, acc[c]);
+      } else {
+#pragma unroll
+        for (int c = 0; c < kChunksPerWarp; ++c) {
+          if (chunk0 + c < nchunks) {
+            chunk_mma(acc[c], frag, slot + c * kBlockT * kRowBytes, w_base + (chunk0 + c) * kBlockH * kRowBytes,
+                      chunk_steps(chunk0 + c));
+            accumulate(q, acc[c]);
+          }
+        }
+      }
+    } else {
+      // Decode mode: warp set warp_chunk runs chunk chunk0 + warp_chunk.
+      const int chunk = chunk0 + warp_chunk;
+      float acc[kMT][kNT][4];
+      if (chunk < nchunks) {
+        chunk_mma(acc, frag, slot + warp_chunk * kBlockT * kRowBytes, w_base + chunk * kBlockH * kRowBytes,
+                  chunk_steps(chunk));
+      } else {
+        zero(acc);
+      }
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -164,45 +280,102 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
           for (int half = 0; half < 2; ++half) {
             const int row = warp_row0 + mt * 16 + lane / 4 + half * 8;
             const int col = warp_head0 + nt * 8 + 2 * (lane % 4);
-            *reinterpret_cast<float2*>(red + row * kRedPitch + col) =
-                make_float2(q[mt][nt][2 * half], q[mt][nt][2 * half + 1]);
+            *reinterpret_cast<float2*>(part + (warp_chunk * kBlockT + row) * kRedPitch + col) =
+                make_float2(acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]);
           }
-      cluster_arrive();
-      cluster_wait();
-      const std::int64_t t0 = (worker + static_cast<std::int64_t>(tile_i) * num_workers) * kBlockT;
-      constexpr int kPerRank = kBlockT * kBlockH / kClusterSize;
-      for (int e = static_cast<int>(rank) * kPerRank + tid; e < (static_cast<int>(rank) + 1) * kPerRank;
-           e += kThreads) {
-        const int row = e / kBlockH, col = e % kBlockH;
-        const std::int64_t t = t0 + row;
-        const int h = h0 + col;
-        if (t < p.T && h < p.H) {
-          const std::uint32_t addr = smem_addr(red + row * kRedPitch + col);
-          float part[kClusterSize];
+    }
+
+
+    const bool tile_done = wave_in_tile == waves_per_tile - 1;
+    if constexpr (kWarpsK > 1) {
+      __syncthreads();  // the wave's chunk partials are in shared memory
+      // Join them to q in chunk order; thread tid keeps q of the flat (row, head pair) slots
+      // tid + i * kThreads across the waves of a tile.
+      const int nvalid = min(kWarpsK, nchunks - chunk0);
 #pragma unroll
-          for (int r = 0; r < kClusterSize; ++r) part[r] = ld_dsmem(addr, r);
-          float total = 0.f;
-#pragma unroll
-          for (int r = 0; r < kClusterSize; ++r) total = __fadd_rn(total, part[r]);
-          const float qs = p.q_scale[t * p.qs_t + h * p.qs_h];
-          p.out[t * p.out_t + static_cast<std::int64_t>(h) * p.out_h] =
-              scale_output(total, p.n_heads_inv_sqrt, qs, p.softmax_scale);
+      for (int i = 0; i < kPairsPerThread; ++i) {
+        const int e = tid + i * kThreads;
+        if (e < kBlockT * kBlockH / 2) {
+          const int row = e / (kBlockH / 2), col = 2 * (e % (kBlockH / 2));
+          if (wave_in_tile == 0) qd[i] = make_float2(0.f, 0.f);
+          for (int c = 0; c < nvalid; ++c) {
+            const float2 v = *reinterpret_cast<const float2*>(part + (c * kBlockT + row) * kRedPitch + col);
+            qd[i].x = __fadd_rn(qd[i].x, v.x);
+            qd[i].y = __fadd_rn(qd[i].y, v.y);
+          }
         }
       }
-      cluster_arrive();  // my reads of the peers' partials are done
+      if (!tile_done) __syncthreads();  // part is rewritten by the next wave
+    }
+    if (!tile_done) continue;
+
+    // Tile done: push the group sums to the CTAs that own their rows, then finish the owned rows.
+    cluster_wait();  // owners finished reading the previous tile's inbox (tile 0: barrier init)
+    if (tid == 0) mbar_arrive_expect_tx(inbox_full, kInboxBytes);
+    if constexpr (kWarpsK == 1) {
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const int row = warp_row0 + mt * 16 + lane / 4 + half * 8;
+            const int col = warp_head0 + nt * 8 + 2 * (lane % 4);
+            st_async_f2(smem_addr(inbox + (rank * kRowsPerRank + row % kRowsPerRank) * kRedPitch + col),
+                        inbox_full, row / kRowsPerRank, q[mt][nt][2 * half], q[mt][nt][2 * half + 1]);
+          }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kPairsPerThread; ++i) {
+        const int e = tid + i * kThreads;
+        if (e < kBlockT * kBlockH / 2) {
+          const int row = e / (kBlockH / 2), col = 2 * (e % (kBlockH / 2));
+          st_async_f2(smem_addr(inbox + (rank * kRowsPerRank + row % kRowsPerRank) * kRedPitch + col),
+                      inbox_full, row / kRowsPerRank, qd[i].x, qd[i].y);
+        }
+      }
+    }
+    mbar_wait_parity(inbox_full, tile_i & 1);  // every CTA's sums for my rows have landed
+    const std::int64_t t_own = tile_t0(tile_i) + static_cast<int>(rank) * kRowsPerRank;
+    float total[kOwnedPerThread];
+#pragma unroll
+    for (int i = 0; i < kOwnedPerThread; ++i) {
+      const int e = tid + i * kThreads;
+      const int row = e / kBlockH, col = e % kBlockH;
+      total[i] = 0.f;
+      if (e < kOwned) {
+#pragma unroll
+        for (int r = 0; r < kClusterSize; ++r) {
+          total[i] = __fadd_rn(total[i], inbox[(r * kRowsPerRank + row) * kRedPitch + col]);
+        }
+      }
+    }
+    // My inbox may be overwritten from here on: the sums above consumed every value read from it.
+    const bool last_tile = tile_i == my_tiles - 1;
+    if (!last_tile) cluster_arrive_relaxed();
+#pragma unroll
+    for (int i = 0; i < kOwnedPerThread; ++i) {
+      const int e = tid + i * kThreads;
+      const std::int64_t t = t_own + e / kBlockH;
+      const int h = h0 + e % kBlockH;
+      if (e < kOwned && t < p.T && h < p.H) {
+        p.out[t * p.out_t + static_cast<std::int64_t>(h) * p.out_h] =
+            scale_output(total[i], p.n_heads_inv_sqrt, qs[i], p.softmax_scale);
+      }
     }
   }
-  // No CTA may exit while a peer can still read its shared memory.
-  if (num_waves > 0) cluster_wait();
+  // No barrier at the end: once a CTA's inbox barrier completed for its last tile, no peer writes
+  // to its shared memory any more.
 #endif
 }
 
 template <class Cfg>
 std::size_t smem_bytes(const KernelParams& p) {
   const int nchunks = (p.G + kChunk - 1) / kChunk;
+  const std::size_t red_tile = static_cast<std::size_t>(Cfg::kBlockT) * (Cfg::kBlockH + 8) * sizeof(float);
   return static_cast<std::size_t>(nchunks) * Cfg::kBlockH * kRowBytes +
-         static_cast<std::size_t>(Cfg::kSlots) * Cfg::kChunksInFlight * Cfg::kBlockT * kRowBytes +
-         static_cast<std::size_t>(Cfg::kBlockT) * (Cfg::kBlockH + 8) * sizeof(float);
+         static_cast<std::size_t>(Cfg::kSlots) * Cfg::kWarpsK * Cfg::kChunksPerWarp * Cfg::kBlockT * kRowBytes +
+         (Cfg::kWarpsK > 1 ? Cfg::kWarpsK * red_tile : 0) + red_tile + 16 /* inbox mbarrier */;
 }
 
 int device_max_smem(int device) {
@@ -280,26 +453,27 @@ void launch(const KernelParams& p, int device, cudaStream_t stream) {
   DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, sm90_logits_head_gate_kernel<Cfg>, p));
 }
 
-template <int kT, int kH, int kWT, int kWH, int kCIF_, int kSlots_>
+template <int kT, int kH, int kWT, int kWH, int kWK, int kCPW, int kSlots_>
 struct Config {
-  static constexpr int kBlockT = kT, kBlockH = kH, kWarpsT = kWT, kWarpsH = kWH;
-  static constexpr int kChunksInFlight = kCIF_, kSlots = kSlots_;
-  static constexpr int kThreads = 32 * kWT * kWH;
+  static constexpr int kBlockT = kT, kBlockH = kH, kWarpsT = kWT, kWarpsH = kWH, kWarpsK = kWK;
+  static constexpr int kChunksPerWarp = kCPW, kSlots = kSlots_;
+  static constexpr int kThreads = 32 * kWT * kWH * kWK;
   static_assert(kT % (16 * kWT) == 0 && kH % (8 * kWH) == 0, "warp tiles are m16 x n8 multiples");
   static std::string name() {
     return "sm90_cluster8<T" + std::to_string(kT) + ",H" + std::to_string(kH) + ",warps" +
-           std::to_string(kWT) + "x" + std::to_string(kWH) + ",chunks_in_flight" +
-           std::to_string(kCIF_) + ",slots" + std::to_string(kSlots_) + ">";
+           std::to_string(kWT) + "x" + std::to_string(kWH) + "x" + std::to_string(kWK) + ",chunks" +
+           std::to_string(kWK * kCPW) + ",slots" + std::to_string(kSlots_) + ">";
   }
 };
 
-// The instantiated tiles; Sm90Tile in the header names them in this order.
-using ConfigT16H8 = Config<16, 8, 1, 1, 8, 2>;
-using ConfigT16H16 = Config<16, 16, 1, 2, 8, 2>;
-using ConfigT32H32 = Config<32, 32, 2, 2, 4, 2>;
-using ConfigT64H64 = Config<64, 64, 4, 1, 1, 4>;
-using ConfigT64H32 = Config<64, 32, 4, 1, 1, 4>;
-using ConfigT128H32 = Config<128, 32, 8, 1, 1, 3>;
+// The instantiated tiles; Sm90Tile in the header names them in this order. Warps: tokens x heads x
+// chunk sets; chunks: chunks of K per ring slot (per CTA barrier); slots: ring depth.
+using ConfigT16H8 = Config<16, 8, 1, 1, 8, 1, 2>;
+using ConfigT16H16 = Config<16, 16, 1, 1, 8, 1, 2>;
+using ConfigT32H32 = Config<32, 32, 2, 1, 4, 1, 2>;
+using ConfigT64H64 = Config<64, 64, 4, 2, 1, 1, 6>;
+using ConfigT64H32 = Config<64, 32, 4, 2, 1, 1, 10>;
+using ConfigT128H32 = Config<128, 32, 8, 1, 1, 1, 4>;
 
 template <class F>
 auto visit(Sm90Tile tile, F&& f) {
