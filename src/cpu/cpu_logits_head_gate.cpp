@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -33,8 +34,8 @@ namespace {
 // over all of K measured ~6x worse) and a packed weight chunk (256 x 64 heads) in L1/L2.
 constexpr std::int64_t kChunk = 256;
 constexpr int kLanes = 16;                 // heads per vector (one zmm, two ymm)
-constexpr std::int64_t kRowBlock = 384;    // rows per partial-sum block of one thread
-constexpr std::int64_t kMinRowsPerThread = 32;  // below this, packing W per thread dominates
+constexpr std::int64_t kRowBlock = 384;    // most rows per block (a thread's chunk-sum scratch)
+constexpr std::int64_t kMinRowsPerThread = 32;  // fewer rows: starting a thread costs more than it saves
 constexpr int kMaxTileRows = 24;
 
 inline float bf16_to_f32(std::uint16_t b) {
@@ -291,16 +292,20 @@ struct Plan {
   std::int64_t hpad;
   std::vector<HeadGroup> groups;
   const std::uint32_t* wpack;  // packed weight, bf16 pairs or fp32 (see the pack functions)
+  std::int64_t block_rows;     // rows per block, <= kRowBlock
+  std::atomic<std::int64_t> next_row{0};  // first row of the next block nobody has taken
 };
 
-// Computes rows [t_begin, t_end) of out; `part` is this thread's [kRowBlock + kMaxTileRows][hpad]
-// scratch of chunk sums.
-void run_rows(const Plan& pl, float* part, std::int64_t t_begin, std::int64_t t_end) {
+// Computes blocks of rows, taken from pl.next_row until none is left; `part` is this thread's
+// [kRowBlock + kMaxTileRows][hpad] scratch of chunk sums.
+void run_blocks(Plan& pl, float* part) {
   const LogitsHeadGateParams& p = *pl.p;
   const auto* x = static_cast<const std::uint16_t*>(p.x);
   const std::int64_t hpad = pl.hpad;
-  for (std::int64_t b0 = t_begin; b0 < t_end; b0 += kRowBlock) {
-    const std::int64_t nrows = std::min(kRowBlock, t_end - b0);
+  for (;;) {
+    const std::int64_t b0 = pl.next_row.fetch_add(pl.block_rows, std::memory_order_relaxed);
+    if (b0 >= p.T) break;
+    const std::int64_t nrows = std::min(pl.block_rows, p.T - b0);
     for (std::int64_t k0 = 0; k0 < p.K; k0 += kChunk) {
       const std::int64_t kc = std::min(kChunk, p.K - k0);
       const bool first = k0 == 0;
@@ -379,24 +384,22 @@ void logits_head_gate_cpu(const LogitsHeadGateParams& p) {
   }
   pl.wpack = wpack.data();
 
-  // Contiguous row ranges, one per thread.
-  const std::int64_t per = (p.T + nthreads - 1) / nthreads;
+  // Blocks of rows handed out from an atomic counter: a thread slowed down by other processes
+  // takes fewer blocks. About 4 blocks per thread, a multiple of 24 rows (whole tiles).
+  // NOTE: block boundaries do not change any row's arithmetic; only the speed depends on them.
+  const std::int64_t want = (p.T + 4 * nthreads - 1) / (4 * nthreads);
+  pl.block_rows = std::min<std::int64_t>(kRowBlock, (want + 23) / 24 * 24);
   std::vector<std::thread> threads;
   threads.reserve(nthreads - 1);
-  int spawned = 1;
   try {
-    for (; spawned < nthreads; ++spawned) {
-      const std::int64_t b = std::min(p.T, spawned * per), e = std::min(p.T, (spawned + 1) * per);
-      float* scratch = part.data() + spawned * part_floats;
-      threads.emplace_back([&pl, scratch, b, e] { run_rows(pl, scratch, b, e); });
+    for (int i = 1; i < nthreads; ++i) {
+      float* scratch = part.data() + i * part_floats;
+      threads.emplace_back([&pl, scratch] { run_blocks(pl, scratch); });
     }
   } catch (const std::system_error&) {
-    // Could not start a thread: the calling thread does the rows of the ones that did not start.
+    // Could not start a thread: the others (at least the caller) take its blocks.
   }
-  run_rows(pl, part.data(), 0, std::min(p.T, per));
-  for (int i = spawned; i < nthreads; ++i) {
-    run_rows(pl, part.data(), std::min(p.T, i * per), std::min(p.T, (i + 1) * per));
-  }
+  run_blocks(pl, part.data());
   for (std::thread& th : threads) th.join();
 }
 
