@@ -26,9 +26,21 @@ void check_dtype(const at::Tensor& t, const char* name, at::ScalarType expected)
               t.scalar_type());
 }
 
-void check_device(const at::Tensor& t, const char* name, const at::Tensor& x) {
-  TORCH_CHECK(t.device() == x.device(), kOp, name, " must be on the same device as x (",
-              x.device(), "), got ", t.device());
+// All tensors on one device. The reference is the first non-CPU argument (x if all are on the
+// CPU), so a CPU tensor among GPU ones is the one named, whichever argument it is.
+void check_devices(const at::Tensor* const* args, const char* const* names, int n) {
+  int ref = 0;
+  for (int i = 0; i < n; ++i) {
+    if (!args[i]->device().is_cpu()) {
+      ref = i;
+      break;
+    }
+  }
+  const c10::Device dev = args[ref]->device();
+  for (int i = 0; i < n; ++i) {
+    TORCH_CHECK(args[i]->device() == dev, kOp, names[i], " must be on the same device as ",
+                names[ref], " (", dev, "), got ", args[i]->device());
+  }
 }
 
 // Rows with unit column stride and row stride >= K; size-1 dimensions carry no stride.
@@ -64,10 +76,10 @@ Dims check_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor&
   check_dtype(weight, "weight", at::kBFloat16);
   check_dtype(q_scale, "q_scale", at::kFloat);
   if (out != nullptr) check_dtype(*out, "out", at::kFloat);
-  // 3. Device: everything where x is (a CPU tensor mixed with a GPU one, or two GPUs, is named).
-  check_device(weight, "weight", x);
-  check_device(q_scale, "q_scale", x);
-  if (out != nullptr) check_device(*out, "out", x);
+  // 3. Device: one for all (a CPU tensor mixed with a GPU one, or two GPUs, is named).
+  const at::Tensor* args[] = {&x, &weight, &q_scale, out};
+  const char* names[] = {"x", "weight", "q_scale", "out"};
+  check_devices(args, names, out != nullptr ? 4 : 3);
   // 4. Strides (q_scale and out take any).
   check_rows(x, "x", d.T, d.K);
   check_rows(weight, "weight", d.H, d.K);
