@@ -1,19 +1,21 @@
 // CPU backend of logits_head_gate: a register-blocked bf16 GEMM (x [T, K] times weight^T [K, H])
-// with the head-gate scales fused into the epilogue. Multithreaded over row ranges, vectorised
+// with the head-gate scales fused into the epilogue. Multithreaded over blocks of rows, vectorised
 // with run-time ISA dispatch. Numbers and what lost: src/cpu/NOTES.md.
 //
 // Batch invariance and determinism: for every (t, h) the accumulation order depends only on
 // (H, K) and on the machine's ISA, never on T, strides, alignment, the thread count or where row t
 // sits in a tile: K is cut into fixed chunks of kChunk elements, each chunk is accumulated from
 // zero sequentially in k (one SIMD lane per head, rows are independent lanes/registers), and the
-// chunk sums are added in chunk order. Tail rows of a tile alias a valid row and their results are
-// thrown away, so every row runs exactly the same instructions.
+// chunk sums are added in chunk order. A tile with fewer rows left runs the kernel built for that
+// many rows (bf16) or aliases a valid row and throws the extra results away (fp32): each row's
+// arithmetic is the same in every tile, block and thread.
 #include <immintrin.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -241,7 +243,8 @@ void pack_weight_f32(const std::uint16_t* w, std::int64_t w_stride, std::int64_t
 
 // ---- tiling --------------------------------------------------------------------------------
 // Heads go in groups of up to 4 vectors (64 heads); the rows per tile fill ~24 accumulators.
-// NOTE: tried on Zen 4 (T=4096, K=7168, H=64): see NOTES.md for 4x6 vs 2x12 vs 4x4.
+// NOTE: on Zen 4 (K=7168, H=64) 4, 6 and 7 rows x 4 vectors run at the same speed: vdpbf16ps
+// throughput bounds the kernel once there are >= 16 accumulators (NOTES.md).
 struct HeadGroup {
   int nv;    // vectors of 16 heads
   int rows;  // rows per tile
@@ -285,7 +288,7 @@ int num_threads_from_env() {
   return hw == 0 ? 1 : static_cast<int>(hw);
 }
 
-// Everything the row workers share: read-only once the weight is packed.
+// Everything the row workers share: read-only once the weight is packed, but for the block counter.
 struct Plan {
   const LogitsHeadGateParams* p;
   Isa isa;
@@ -349,6 +352,31 @@ void run_blocks(Plan& pl, float* part) {
   }
 }
 
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512Bf16: return "avx512_bf16 (vdpbf16ps)";
+    case Isa::kAvx512: return "avx512f (fp32 fma)";
+    case Isa::kAvx2: return "avx2 (fp32 fma)";
+    case Isa::kBaseline: return "baseline sse2 (fp32)";
+  }
+  return "?";
+}
+
+// DSA_INDEXER_CPU_LOG=1 prints the choice of kernel, tiles and threads of every call to stderr.
+void log_plan(const Plan& pl, int nthreads) {
+  std::string tiles;
+  for (const HeadGroup& g : pl.groups) {
+    tiles += (tiles.empty() ? "" : " + ") + std::to_string(g.rows) + " rows x " +
+             std::to_string(g.nv * kLanes) + " heads";
+  }
+  std::fprintf(stderr,
+               "dsa_indexer cpu: T=%lld H=%lld K=%lld isa=%s tiles=[%s] chunk=%lld threads=%d "
+               "block_rows=%lld\n",
+               static_cast<long long>(pl.p->T), static_cast<long long>(pl.p->H),
+               static_cast<long long>(pl.p->K), isa_name(pl.isa), tiles.c_str(),
+               static_cast<long long>(kChunk), nthreads, static_cast<long long>(pl.block_rows));
+}
+
 }  // namespace
 
 void logits_head_gate_cpu(const LogitsHeadGateParams& p) {
@@ -389,6 +417,7 @@ void logits_head_gate_cpu(const LogitsHeadGateParams& p) {
   // NOTE: block boundaries do not change any row's arithmetic; only the speed depends on them.
   const std::int64_t want = (p.T + 4 * nthreads - 1) / (4 * nthreads);
   pl.block_rows = std::min<std::int64_t>(kRowBlock, (want + 23) / 24 * 24);
+  if (std::getenv("DSA_INDEXER_CPU_LOG")) log_plan(pl, nthreads);
   std::vector<std::thread> threads;
   threads.reserve(nthreads - 1);
   try {
