@@ -3,9 +3,12 @@
 // invariance and bad input. CUDA cases skip, saying why, when no CUDA device is usable.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
+#include <iterator>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "test_util.h"
