@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
   for (std::size_t si = 0; si + 1 < shapes.size(); si += 2) {
     const int K = static_cast<int>(shapes[si]), H = static_cast<int>(shapes[si + 1]);
     std::printf("\n== K=%d H=%d ==\n%8s", K, H, "T");
-    for (Sm90Tile tile : kAllSm90Tiles) std::printf(" %9s", sm90_tile_name(tile).substr(14, 8).c_str());
+    for (Sm90Tile tile : kAllSm90Tiles) std::printf(" %12s", sm90_tile_name(tile).substr(14, 12).c_str());
     std::printf(" %9s %9s  auto choice\n", "generic", "auto");
     // Weight: one buffer (engines keep it resident).
     std::vector<std::uint16_t> hw(static_cast<std::size_t>(H) * K);
@@ -193,7 +193,7 @@ int main(int argc, char** argv) {
       us.push_back(time_graph(s, std::max(nbuf, 20), [&](int i) { logits_head_gate_cuda(params(i % nbuf), s); }));
       all_ok = all_ok && ok;
       std::printf("%8ld", T);
-      for (double u : us) std::printf(" %9.2f", u);
+      for (double u : us) std::printf(" %12.2f", u);
       std::printf("  %s rel=%.2e %s%s\n", describe_cuda_dispatch(params(0)).substr(0, 40).c_str(), rel,
                   ok ? "ok" : "FAIL", bitwise.c_str());
       std::fflush(stdout);

@@ -119,7 +119,7 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     } else if (k.T <= 512) {
       order[n++] = Sm90Tile::kT64H32;
     } else {
-      order[n++] = Sm90Tile::kT128H32;
+      order[n++] = Sm90Tile::kT128H32W4;
       order[n++] = Sm90Tile::kT64H32;
     }
   } else {
@@ -132,7 +132,7 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     } else if (k.T <= 256) {
       order[n++] = Sm90Tile::kT64H32;
     } else {
-      order[n++] = Sm90Tile::kT64H64;
+      order[n++] = Sm90Tile::kT64H64Wg;
       order[n++] = Sm90Tile::kT64H32;
     }
   }

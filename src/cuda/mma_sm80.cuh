@@ -101,10 +101,21 @@ __device__ __forceinline__ void warp_mma_step(float (&acc)[kMT][kNT][4], std::ui
 template <int kMT, int kNT>
 __device__ __forceinline__ void zero(float (&acc)[kMT][kNT][4]);
 
-// Per-lane shared-memory offsets of the A and B fragments for each k16 step of a chunk, computed
-// once per kernel: the main loop then only adds a tile base (an x slot, a weight chunk) to them.
-// Rows 16 apart share a swizzle phase, so the other m16 / n16 tiles are plain additions.
-template <int kMT, int kNT>
+// The sm_90a kernel stores a 128-wide chunk of kRows rows as two 64-column halves, each
+// [kRows][128 bytes] with 16-byte vector v of row r at v ^ (r & 7): the canonical K-major
+// 128-byte-swizzled layout that wgmma descriptors describe, and conflict-free for ldmatrix too.
+constexpr int kHalfRowBytes = 64 * 2;
+
+template <int kRows>
+__device__ __forceinline__ std::uint32_t split_offset(int row, int vec16) {
+  return static_cast<std::uint32_t>((vec16 >> 3) * kRows * kHalfRowBytes + row * kHalfRowBytes +
+                                    (((vec16 & 7) ^ (row & 7)) << 4));
+}
+
+// Per-lane shared-memory offsets of the A and B fragments for each k16 step of a chunk (split
+// layout), computed once per kernel: the main loop then only adds a tile base to them. Rows 16
+// apart share a swizzle phase, so the other m16 / n16 tiles are plain additions.
+template <int kMT, int kNT, int kRowsA, int kRowsB>
 struct FragOffsets {
   std::uint32_t a[kChunk / kMmaK];
   std::uint32_t b[kChunk / kMmaK];
@@ -113,8 +124,8 @@ struct FragOffsets {
     const int b_row = warp_head0 + (lane & 7) + (kNT == 1 ? 0 : (lane >> 4) * 8);
 #pragma unroll
     for (int s = 0; s < kChunk / kMmaK; ++s) {
-      a[s] = swizzled_offset(a_row, s * 2 + (lane >> 4));
-      b[s] = swizzled_offset(b_row, s * 2 + ((lane >> 3) & 1));
+      a[s] = split_offset<kRowsA>(a_row, s * 2 + (lane >> 4));
+      b[s] = split_offset<kRowsB>(b_row, s * 2 + ((lane >> 3) & 1));
     }
   }
 };
@@ -125,7 +136,7 @@ __device__ __forceinline__ void warp_mma_step_at(float (&acc)[kMT][kNT][4], std:
                                                  std::uint32_t b_addr) {
   std::uint32_t a[kMT][4];
 #pragma unroll
-  for (int mt = 0; mt < kMT; ++mt) ldmatrix_x4(a[mt], a_addr + mt * 16 * kRowBytes);
+  for (int mt = 0; mt < kMT; ++mt) ldmatrix_x4(a[mt], a_addr + mt * 16 * kHalfRowBytes);
   if constexpr (kNT == 1) {
     std::uint32_t b0, b1;
     ldmatrix_x2(b0, b1, b_addr);
@@ -135,7 +146,7 @@ __device__ __forceinline__ void warp_mma_step_at(float (&acc)[kMT][kNT][4], std:
 #pragma unroll
     for (int np = 0; np < kNT / 2; ++np) {
       std::uint32_t b[4];
-      ldmatrix_x4(b, b_addr + np * 16 * kRowBytes);
+      ldmatrix_x4(b, b_addr + np * 16 * kHalfRowBytes);
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
         mma_bf16_16816(acc[mt][2 * np], a[mt], b[0], b[1]);
@@ -147,8 +158,9 @@ __device__ __forceinline__ void warp_mma_step_at(float (&acc)[kMT][kNT][4], std:
 
 // A chunk's MMA chain: steps (<= 8) k16 steps from a zeroed accumulator; a full chunk takes the
 // unguarded path.
-template <int kMT, int kNT>
-__device__ __forceinline__ void chunk_mma(float (&acc)[kMT][kNT][4], const FragOffsets<kMT, kNT>& off,
+template <int kMT, int kNT, int kRowsA, int kRowsB>
+__device__ __forceinline__ void chunk_mma(float (&acc)[kMT][kNT][4],
+                                          const FragOffsets<kMT, kNT, kRowsA, kRowsB>& off,
                                           std::uint32_t a_tile, std::uint32_t b_tile, int steps) {
   zero(acc);
   if (steps == kChunk / kMmaK) {

@@ -72,6 +72,44 @@ __device__ __forceinline__ void st_async_f2(std::uint32_t local_addr, std::uint3
                : "memory");
 }
 
+// wgmma (sm_90a): a warpgroup's 64 x N x 16 product from two shared-memory descriptors, both
+// operands K-major in the split 128-byte-swizzled layout (mma_sm80.cuh). Accumulators land in the
+// same per-warp fragment layout as mma.sync m16n8, row block 16 * (warp % 4).
+__device__ __forceinline__ std::uint64_t smem_desc(std::uint32_t addr) {
+  return (static_cast<std::uint64_t>((addr & 0x3FFFF) >> 4)) |
+         (static_cast<std::uint64_t>(1) << 16) |                // leading offset: unused (swizzled K-major)
+         (static_cast<std::uint64_t>(1024 >> 4) << 32) |        // 8 rows x 128 B between row groups
+         (static_cast<std::uint64_t>(1) << 62);                  // 128-byte swizzle
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[8][4], std::uint64_t desc_a, std::uint64_t desc_b) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+      : "l"(desc_a), "l"(desc_b));
+}
+__device__ __forceinline__ void wgmma_m64n32k16(float (&d)[4][4], std::uint64_t desc_a, std::uint64_t desc_b) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+      : "l"(desc_a), "l"(desc_b));
+}
+
+template <int kN>
+__device__ __forceinline__ void wgmma_m64k16(float (&d)[kN / 8][4], std::uint64_t desc_a, std::uint64_t desc_b) {
+  if constexpr (kN == 64) {
+    wgmma_m64n64k16(d, desc_a, desc_b);
+  } else {
+    static_assert(kN == 32, "instantiated for 32 and 64 heads");
+    wgmma_m64n32k16(d, desc_a, desc_b);
+  }
+}
+
 // Shared memory: [weight slice: nchunks x kBlockH rows][x ring: kSlots x kWarpsK chunks x kBlockT
 // rows][chunk partials (decode mode): kWarpsK x kBlockT x kRedPitch][inbox: 8 source ranks x
 // kRowsPerRank x kRedPitch]. Tile rows are 128 bf16, swizzled (mma_sm80.cuh).
@@ -104,7 +142,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   static_assert(kThreads % kVecs == 0, "copy passes cover whole rows");
   static_assert(kBlockT % kClusterSize == 0, "rows are shared out to the 8 CTAs");
 
-  extern __shared__ __align__(128) unsigned char smem[];
+  extern __shared__ __align__(1024) unsigned char smem[];
   const int nchunks = (p.G + kChunk - 1) / kChunk;
   unsigned char* w_smem = smem;
   unsigned char* x_smem = w_smem + nchunks * kBlockH * kRowBytes;
@@ -130,7 +168,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   // Copies: thread tid always moves vector (tid % 16) of rows tid / 16 + i * kRowsPerPass, so its
   // swizzled column is fixed and its addresses advance by constant steps.
   const int copy_vec = tid % kVecs, copy_row0 = tid / kVecs;
-  const std::uint32_t copy_soff = static_cast<std::uint32_t>(copy_row0 * kRowBytes + ((copy_vec ^ (copy_row0 & 7)) << 4));
+  static_assert(kRowsPerPass % 8 == 0, "a copy pass keeps each thread's swizzle phase");
+  const std::uint32_t w_soff = split_offset<kBlockH>(copy_row0, copy_vec);
+  const std::uint32_t x_soff = split_offset<kBlockT>(copy_row0, copy_vec);
   const auto tile_t0 = [&](int tile_i) {
     return (worker + static_cast<std::int64_t>(tile_i) * num_workers) * kBlockT;
   };
@@ -150,7 +190,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   constexpr int kWPasses = (kBlockH + kRowsPerPass - 1) / kRowsPerPass;
   constexpr int kXPasses = (kBlockT + kRowsPerPass - 1) / kRowsPerPass;
   {
-    const std::uint32_t base = smem_addr(w_smem) + copy_soff;
+    const std::uint32_t base = smem_addr(w_smem) + w_soff;
     const std::uint16_t* src = p.w + (h0 + copy_row0) * p.ldw + k_base + copy_vec * 8;
     const int rows_valid = min(kBlockH, p.H - h0);
     for (int chunk = 0; chunk < nchunks; ++chunk) {
@@ -158,7 +198,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
 #pragma unroll
         for (int i = 0; i < kWPasses; ++i) {
           if (copy_row0 + i * kRowsPerPass < rows_valid) {
-            cp_async_16(base + (chunk * kBlockH + i * kRowsPerPass) * kRowBytes,
+            cp_async_16(base + chunk * kBlockH * kRowBytes + i * kRowsPerPass * kHalfRowBytes,
                         src + i * kRowsPerPass * p.ldw + chunk * kChunk, 16);
           }
         }
@@ -181,7 +221,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
     const std::int64_t t0 = tile_t0(at.tile);
     const int rows_valid = static_cast<int>(min(static_cast<std::int64_t>(kBlockT), p.T - t0));
     const std::uint32_t base =
-        smem_addr(x_smem) + at.slot * (kChunksPerWave * kBlockT * kRowBytes) + copy_soff;
+        smem_addr(x_smem) + at.slot * (kChunksPerWave * kBlockT * kRowBytes) + x_soff;
     const std::uint16_t* src = p.x + (t0 + copy_row0) * p.ldx + k_base + chunk0 * kChunk + copy_vec * 8;
 #pragma unroll
     for (int c = 0; c < kChunksPerWave; ++c) {
@@ -189,7 +229,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
 #pragma unroll
         for (int i = 0; i < kXPasses; ++i) {
           if (copy_row0 + i * kRowsPerPass < rows_valid) {
-            cp_async_16(base + (c * kBlockT + i * kRowsPerPass) * kRowBytes, src + i * x_pass_stride + c * kChunk, 16);
+            cp_async_16(base + c * kBlockT * kRowBytes + i * kRowsPerPass * kHalfRowBytes,
+                        src + i * x_pass_stride + c * kChunk, 16);
           }
         }
       }
@@ -203,7 +244,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
     ahead.advance(waves_per_tile);
   }
 
-  const FragOffsets<kMT, kNT> frag(warp_row0, warp_head0, lane);
+  const FragOffsets<kMT, kNT, kBlockT, kBlockH> frag(warp_row0, warp_head0, lane);
   const auto chunk_steps = [&](int chunk) { return min(kChunk, p.G - chunk * kChunk) / kMmaK; };
   float q[kMT][kNT][4];                          // prefill mode: this warp's group sums
   float2 qd[kWarpsK > 1 ? kPairsPerThread : 1];  // decode mode: this thread's group sums
@@ -228,6 +269,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
       }
     }
     cp_async_wait<kSlots - 2>();
+    if constexpr (Cfg::kWgmma) fence_proxy_async();  // cp.async data is read by the async proxy
     __syncthreads();
     // Refill the slot everyone finished reading in iteration s - 1 before computing, so that
     // kSlots - 1 slots are in flight during the MMAs (the ring is what hides HBM latency).
@@ -237,7 +279,35 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
 
     const std::uint32_t slot = smem_addr(x_smem) + cur.slot * (kChunksPerWave * kBlockT * kRowBytes);
     const std::uint32_t w_base = smem_addr(w_smem);
-    if constexpr (kWarpsK == 1) {
+    if constexpr (Cfg::kWgmma) {
+      // Prefill with wgmma: warpgroup wg owns rows [64 wg, 64 wg + 64) x all heads; one
+      // 64 x kBlockH x 16 product per step, chained from zero as in the mma.sync paths.
+      static_assert(kWarpsK == 1 && kChunksPerWarp == 1 && Cfg::kWarpsH == 1 && kWarpRows == 16 && kMT == 1,
+                    "wgmma mode: warps stacked along tokens, 16 rows each");
+      const std::uint32_t a_tile = slot + (warp / 4) * 64 * kHalfRowBytes;
+      const std::uint32_t b_tile = w_base + chunk0 * kBlockH * kRowBytes;
+      const int steps = chunk_steps(chunk0);
+      float acc[1][kNT][4];
+      zero(acc);
+      wgmma_fence();
+#pragma unroll
+      for (int st = 0; st < kChunk / kMmaK; ++st) {
+        if (st < steps) {
+          const std::uint32_t koff = (st & 3) * (kMmaK * 2);
+          wgmma_m64k16<kBlockH>(acc[0], smem_desc(a_tile + (st >> 2) * kBlockT * kHalfRowBytes + koff),
+                                smem_desc(b_tile + (st >> 2) * kBlockH * kHalfRowBytes + koff));
+        }
+      }
+      wgmma_commit();
+      wgmma_wait_all();
+      // Pin the accumulators after the wait: the wait names no registers, so without this the
+      // compiler could read them earlier.
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(acc[0][nt][i])::"memory");
+      accumulate(q, acc);
+    } else if constexpr (kWarpsK == 1) {
       // Prefill mode: the wave's chunks run as independent MMA chains (more work in flight per
       // warp), then join q in chunk order.
       float acc[kChunksPerWarp][kMT][kNT][4];
@@ -453,8 +523,9 @@ void launch(const KernelParams& p, int device, cudaStream_t stream) {
   DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, sm90_logits_head_gate_kernel<Cfg>, p));
 }
 
-template <int kT, int kH, int kWT, int kWH, int kWK, int kCPW, int kSlots_>
+template <int kT, int kH, int kWT, int kWH, int kWK, int kCPW, int kSlots_, bool kWgmma_ = false>
 struct Config {
+  static constexpr bool kWgmma = kWgmma_;
   static constexpr int kBlockT = kT, kBlockH = kH, kWarpsT = kWT, kWarpsH = kWH, kWarpsK = kWK;
   static constexpr int kChunksPerWarp = kCPW, kSlots = kSlots_;
   static constexpr int kThreads = 32 * kWT * kWH * kWK;
@@ -462,7 +533,7 @@ struct Config {
   static std::string name() {
     return "sm90_cluster8<T" + std::to_string(kT) + ",H" + std::to_string(kH) + ",warps" +
            std::to_string(kWT) + "x" + std::to_string(kWH) + "x" + std::to_string(kWK) + ",chunks" +
-           std::to_string(kWK * kCPW) + ",slots" + std::to_string(kSlots_) + ">";
+           std::to_string(kWK * kCPW) + ",slots" + std::to_string(kSlots_) + (kWgmma_ ? ",wgmma" : "") + ">";
   }
 };
 
@@ -474,6 +545,10 @@ using ConfigT32H32 = Config<32, 32, 2, 1, 4, 1, 2>;
 using ConfigT64H64 = Config<64, 64, 4, 2, 1, 1, 6>;
 using ConfigT64H32 = Config<64, 32, 4, 2, 1, 1, 10>;
 using ConfigT128H32 = Config<128, 32, 8, 1, 1, 1, 4>;
+using ConfigT64H64W4 = Config<64, 64, 2, 2, 1, 1, 6>;
+using ConfigT128H32W4 = Config<128, 32, 4, 1, 1, 1, 4>;
+using ConfigT64H64Wg = Config<64, 64, 4, 1, 1, 1, 6, true>;
+using ConfigT128H32Wg = Config<128, 32, 8, 1, 1, 1, 4, true>;
 
 template <class F>
 auto visit(Sm90Tile tile, F&& f) {
@@ -484,6 +559,10 @@ auto visit(Sm90Tile tile, F&& f) {
     case Sm90Tile::kT64H64: return f(ConfigT64H64{});
     case Sm90Tile::kT64H32: return f(ConfigT64H32{});
     case Sm90Tile::kT128H32: return f(ConfigT128H32{});
+    case Sm90Tile::kT64H64W4: return f(ConfigT64H64W4{});
+    case Sm90Tile::kT128H32W4: return f(ConfigT128H32W4{});
+    case Sm90Tile::kT64H64Wg: return f(ConfigT64H64Wg{});
+    case Sm90Tile::kT128H32Wg: return f(ConfigT128H32Wg{});
   }
   DSA_CHECK(false, "unknown sm90 tile " << static_cast<int>(tile));
 }
