@@ -40,6 +40,10 @@ def _load_library() -> None:
 
 _load_library()
 
+# Bound once: the eager path then costs one Python call on top of the dispatcher.
+_functional = torch.ops.dsa_indexer.logits_head_gate.default
+_out = torch.ops.dsa_indexer.logits_head_gate.out
+
 
 def logits_head_gate(
     x: torch.Tensor,
@@ -90,9 +94,5 @@ def logits_head_gate(
         (torch.Size([4, 64, 1]), torch.float32)
     """
     if out is None:
-        return torch.ops.dsa_indexer.logits_head_gate.default(
-            x, weight, n_heads_inv_sqrt, softmax_scale, q_scale
-        )
-    return torch.ops.dsa_indexer.logits_head_gate.out(
-        x, weight, n_heads_inv_sqrt, softmax_scale, q_scale, out=out
-    )
+        return _functional(x, weight, n_heads_inv_sqrt, softmax_scale, q_scale)
+    return _out(x, weight, n_heads_inv_sqrt, softmax_scale, q_scale, out=out)

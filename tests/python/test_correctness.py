@@ -161,3 +161,13 @@ def test_meta_shapes():
 def test_version():
     assert isinstance(dsa_indexer.__version__, str) and dsa_indexer.__version__[0].isdigit()
     assert dsa_indexer.logits_head_gate.__doc__ and "Example" in dsa_indexer.logits_head_gate.__doc__
+
+
+def test_docstring_example():
+    import doctest
+
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for t in finder.find(dsa_indexer.logits_head_gate, "logits_head_gate", globs={}):
+        runner.run(t)
+    assert runner.failures == 0 and runner.tries >= 3
