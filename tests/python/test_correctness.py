@@ -83,6 +83,27 @@ def test_strided_layouts(device, T, H, K):
         assert torch.equal(got, expected), qname
 
 
+@pytest.mark.parametrize("T,H,K", [(1, 64, 7168), (7, 32, 6144), (300, 64, 7168), (65, 7, 100)])
+@pytest.mark.parametrize("offset", [1, 3])
+def test_unaligned_rows(device, T, H, K, offset):
+    """Rows that start off 16-byte boundaries (odd offsets and row strides): the fast paths'
+    alignment does not hold and the general path must give the same answer."""
+    x0, w0, q = make_inputs(T, H, K, device)
+    n = H**-0.5
+    x = torch.empty(T * (K + offset) + offset, dtype=torch.bfloat16, device=device)
+    x = x[offset:].as_strided((T, K), (K + offset, 1))
+    x.copy_(x0)
+    w = torch.empty(H * (K + offset) + offset, dtype=torch.bfloat16, device=device)
+    w = w[offset:].as_strided((H, K), (K + offset, 1))
+    w.copy_(w0)
+    out = torch.full((T, H, 1), float("nan"), device=device)
+    dsa_indexer.logits_head_gate(x, w, n, SOFTMAX_SCALE, q, out=out)
+    assert_close_to_reference(out, x0, w0, n, SOFTMAX_SCALE, q)
+    # Rows stay batch invariant and deterministic on this path too.
+    assert torch.equal(dsa_indexer.logits_head_gate(x[:1], w, n, SOFTMAX_SCALE, q[:1]), out[:1])
+    assert torch.equal(dsa_indexer.logits_head_gate(x, w, n, SOFTMAX_SCALE, q), out)
+
+
 @pytest.mark.parametrize("T,H,K", [(0, 64, 7168), (0, 1, 8)])
 def test_empty_batch(device, T, H, K):
     x, w, q = make_inputs(T, H, K, device)
