@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -104,14 +105,21 @@ void BM_openblas_sgemm_fp32(benchmark::State& state) {
 #endif
 }
 
-void shapes(benchmark::internal::Benchmark* b) {
-  for (std::int64_t T : {1, 64, 512, 4096}) b->Args({T, 64, 7168});  // DeepSeek-V3.2
-  for (std::int64_t T : {64, 4096}) b->Args({T, 32, 6144});          // GLM-5
-  b->ArgNames({"T", "H", "K"})->UseRealTime()->Unit(benchmark::kMillisecond);
+// Each shape runs ours and then OpenBLAS back to back, so that both see the same machine load.
+void register_all() {
+  const std::int64_t shapes[][3] = {{1, 64, 7168},  {64, 64, 7168}, {512, 64, 7168},  // DeepSeek-V3.2
+                                    {4096, 64, 7168}, {64, 32, 6144}, {4096, 32, 6144}};  // GLM-5
+  for (const auto& s : shapes) {
+    for (auto [name, fn] : {std::pair{"logits_head_gate_cpu", BM_logits_head_gate_cpu},
+                            std::pair{"openblas_sgemm_fp32", BM_openblas_sgemm_fp32}}) {
+      benchmark::RegisterBenchmark(name, fn)
+          ->Args({s[0], s[1], s[2]})
+          ->ArgNames({"T", "H", "K"})
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
 }
-
-BENCHMARK(BM_logits_head_gate_cpu)->Apply(shapes);
-BENCHMARK(BM_openblas_sgemm_fp32)->Apply(shapes);
 
 }  // namespace
 
@@ -126,6 +134,7 @@ int main(int argc, char** argv) {
 #endif
   const char* n = std::getenv("DSA_INDEXER_NUM_THREADS");
   benchmark::AddCustomContext("dsa_indexer threads", n ? n : "hardware_concurrency");
+  register_all();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
