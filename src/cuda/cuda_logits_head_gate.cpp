@@ -98,10 +98,11 @@ struct Choice {
 //   pulling the 0.9 MB weight in parallel, each running every chunk of its group side by side.
 // - T = 64 .. 256: 16/32/64-token tiles with 16/32 heads: more clusters than all-head tiles give.
 // - prefill: all heads per cluster (H <= 64), so each CTA loads its weight slice once and x
-//   crosses HBM once; 128-token tiles where the slice is small enough (H <= 32) to leave room for
-//   a deep x ring.
+//   crosses HBM once, by TMA into a 128-byte-swizzled ring read by wgmma; 128-token tiles where
+//   the slice is small enough (H <= 32) to leave room for the ring.
 // Tried and lost (numbers in NOTES.md): T16H8 beyond T = 32 (the weight slice is re-read per tile),
-// T128H32 at H = 64 (x read twice), two chunks per ring slot (no gain, fewer slots in flight).
+// T128H32 at H = 64 (x read twice), cp.async + mma.sync prefill tiles (10-25% slower), two chunks
+// per ring slot (fewer slots in flight: slower).
 Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   Choice c;
   if (path == CudaPath::kPortable) return c.reason = "portable path requested", c;
@@ -111,6 +112,8 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   if (!aligned16(k.x) || !aligned16(k.w) || k.ldx % 8 != 0 || k.ldw % 8 != 0) {
     return c.reason = "x or weight rows not 16-byte aligned", c;
   }
+  // TMA coordinates are 32-bit; beyond that the portable kernel takes over.
+  if (k.T >= (std::int64_t{1} << 31)) return c.reason = "T >= 2^31", c;
   Sm90Tile order[3];
   int n = 0;
   if (k.H <= 32) {
@@ -119,20 +122,20 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     } else if (k.T <= 512) {
       order[n++] = Sm90Tile::kT64H32;
     } else {
-      order[n++] = Sm90Tile::kT128H32W4;
+      order[n++] = Sm90Tile::kT128H32Tma;
       order[n++] = Sm90Tile::kT64H32;
     }
   } else {
     if (k.T <= 32) {
       order[n++] = Sm90Tile::kT16H8;
-    } else if (k.T <= 64) {
+    } else if (k.T <= 96) {
       order[n++] = Sm90Tile::kT16H16;
     } else if (k.T <= 128) {
       order[n++] = Sm90Tile::kT32H32;
     } else if (k.T <= 256) {
       order[n++] = Sm90Tile::kT64H32;
     } else {
-      order[n++] = Sm90Tile::kT64H64Wg;
+      order[n++] = Sm90Tile::kT64H64Tma;
       order[n++] = Sm90Tile::kT64H32;
     }
   }

@@ -5,7 +5,9 @@
 // The same code serves decode (16-token tiles, few heads per CTA, every chunk of a group in flight
 // at once) and prefill (64/128-token tiles, all heads resident), so results are bitwise equal for
 // every T: see NOTES.md beside this file.
+#include <cuda.h>  // CUtensorMap and its enums (header only: the driver entry point is fetched at run time)
 #include <cuda_runtime.h>
+#include <cudaTypedefs.h>
 
 #include <algorithm>
 #include <map>
@@ -72,6 +74,15 @@ __device__ __forceinline__ void st_async_f2(std::uint32_t local_addr, std::uint3
                : "memory");
 }
 
+// Bulk tensor copy (TMA) of one box into this CTA's shared memory, completing on an mbarrier.
+__device__ __forceinline__ void tma_load_2d(std::uint32_t dst, const CUtensorMap* map, int col, int row,
+                                            std::uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(col), "r"(row), "r"(bar)
+      : "memory");
+}
+
 // wgmma (sm_90a): a warpgroup's 64 x N x 16 product from two shared-memory descriptors, both
 // operands K-major in the split 128-byte-swizzled layout (mma_sm80.cuh). Accumulators land in the
 // same per-warp fragment layout as mma.sync m16n8, row block 16 * (warp % 4).
@@ -122,7 +133,8 @@ __device__ __forceinline__ void wgmma_m64k16(float (&d)[kN / 8][4], std::uint64_
 // At the end of a tile every CTA pushes its group sums, row block by row block, into the inbox of the
 // CTA that owns the rows (remote stores do not stall), and each owner adds the 8 in rank order.
 template <class Cfg>
-__global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel(const KernelParams p) {
+__global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel(
+    const KernelParams p, const __grid_constant__ CUtensorMap tmap_x, const __grid_constant__ CUtensorMap tmap_w) {
 #ifdef DSA_SM90_BODY
   constexpr int kBlockT = Cfg::kBlockT, kBlockH = Cfg::kBlockH, kWarpsK = Cfg::kWarpsK;
   constexpr int kSlots = Cfg::kSlots, kThreads = Cfg::kThreads;
@@ -149,6 +161,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   float* part = reinterpret_cast<float*>(x_smem + kSlots * kChunksPerWave * kBlockT * kRowBytes);
   float* inbox = part + (kWarpsK > 1 ? kWarpsK * kBlockT * kRedPitch : 0);
   const std::uint32_t inbox_full = smem_addr(inbox + kBlockT * kRedPitch);  // mbarrier, 8 bytes
+  const std::uint32_t w_full = inbox_full + 8;                                // TMA: weight landed
+  const std::uint32_t slot_full = inbox_full + 16;                            // TMA: [kSlots] x landed
+  constexpr bool kTma = Cfg::kTma;
   constexpr unsigned kInboxBytes = kClusterSize * kRowsPerRank * kBlockH * sizeof(float);
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -178,7 +193,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   // The inbox's mbarrier: one arrival (the owner's expect_tx) plus the pushed bytes per tile. Its
   // init must be visible cluster-wide before the first push: the matching wait precedes the first
   // push, a whole main loop later.
-  if (tid == 0) mbar_init(inbox_full, 1);
+  if (tid == 0) {
+    mbar_init(inbox_full, 1);
+    if constexpr (kTma) {
+      mbar_init(w_full, 1);
+      for (int i = 0; i < kSlots; ++i) mbar_init(slot_full + 8 * i, 1);
+    }
+  }
+  if constexpr (kTma) __syncthreads();  // the ring's barriers are waited on before the first cluster wait
   cluster_arrive_relaxed();
 
   // Programmatic dependent launch: let the next kernel start its prologue now, and wait for the
@@ -189,7 +211,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   // The weight slice: heads [h0, h0 + kBlockH) x this group's columns, loaded once.
   constexpr int kWPasses = (kBlockH + kRowsPerPass - 1) / kRowsPerPass;
   constexpr int kXPasses = (kBlockT + kRowsPerPass - 1) / kRowsPerPass;
-  {
+  if constexpr (kTma) {
+    if (tid == 0) {
+      mbar_arrive_expect_tx(w_full, nchunks * kBlockH * kRowBytes);
+      for (int chunk = 0; chunk < nchunks; ++chunk)
+        for (int half = 0; half < 2; ++half)
+          tma_load_2d(smem_addr(w_smem) + chunk * kBlockH * kRowBytes + half * kBlockH * kHalfRowBytes, &tmap_w,
+                      static_cast<int>(k_base) + chunk * kChunk + half * 64, h0, w_full);
+    }
+  } else {
     const std::uint32_t base = smem_addr(w_smem) + w_soff;
     const std::uint16_t* src = p.w + (h0 + copy_row0) * p.ldw + k_base + copy_vec * 8;
     const int rows_valid = min(kBlockH, p.H - h0);
@@ -219,6 +249,20 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   const auto load_wave = [&](const Cursor& at) {
     const int chunk0 = at.wave * kChunksPerWave;
     const std::int64_t t0 = tile_t0(at.tile);
+    if constexpr (kTma) {
+      // One thread, whole boxes; rows past T arrive as zeros (out of the tensor map's bounds).
+      if (tid == 0) {
+        const int nvalid = min(kChunksPerWave, nchunks - chunk0);
+        const std::uint32_t bar = slot_full + 8 * at.slot;
+        const std::uint32_t dst = smem_addr(x_smem) + at.slot * (kChunksPerWave * kBlockT * kRowBytes);
+        mbar_arrive_expect_tx(bar, nvalid * kBlockT * kRowBytes);
+        for (int c = 0; c < nvalid; ++c)
+          for (int half = 0; half < 2; ++half)
+            tma_load_2d(dst + c * kBlockT * kRowBytes + half * kBlockT * kHalfRowBytes, &tmap_x,
+                        static_cast<int>(k_base) + (chunk0 + c) * kChunk + half * 64, static_cast<int>(t0), bar);
+      }
+      return;
+    }
     const int rows_valid = static_cast<int>(min(static_cast<std::int64_t>(kBlockT), p.T - t0));
     const std::uint32_t base =
         smem_addr(x_smem) + at.slot * (kChunksPerWave * kBlockT * kRowBytes) + x_soff;
@@ -240,7 +284,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
 #pragma unroll 1
   for (int s = 0; s < kSlots - 1; ++s) {
     if (s < num_waves) load_wave(ahead);
-    cp_async_commit();  // one group per slot, empty or not, keeps the wait counts uniform
+    if constexpr (!kTma) cp_async_commit();  // one group per slot, empty or not: uniform wait counts
     ahead.advance(waves_per_tile);
   }
 
@@ -268,34 +312,49 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
         qs[i] = (e < kOwned && t < p.T && h < p.H) ? __ldg(p.q_scale + t * p.qs_t + h * p.qs_h) : 0.f;
       }
     }
-    cp_async_wait<kSlots - 2>();
-    if constexpr (Cfg::kWgmma) fence_proxy_async();  // cp.async data is read by the async proxy
+    if constexpr (kTma) {
+      if (s == 0) mbar_wait_parity(w_full, 0);
+      mbar_wait_parity(slot_full + 8 * cur.slot, (s / kSlots) & 1);
+    } else {
+      cp_async_wait<kSlots - 2>();
+      if constexpr (Cfg::kWgmma) fence_proxy_async();  // cp.async data is read by the async proxy
+    }
     __syncthreads();
     // Refill the slot everyone finished reading in iteration s - 1 before computing, so that
     // kSlots - 1 slots are in flight during the MMAs (the ring is what hides HBM latency).
     if (s + kSlots - 1 < num_waves) load_wave(ahead);
-    cp_async_commit();
+    if constexpr (!kTma) cp_async_commit();
     ahead.advance(waves_per_tile);
 
     const std::uint32_t slot = smem_addr(x_smem) + cur.slot * (kChunksPerWave * kBlockT * kRowBytes);
     const std::uint32_t w_base = smem_addr(w_smem);
     if constexpr (Cfg::kWgmma) {
       // Prefill with wgmma: warpgroup wg owns rows [64 wg, 64 wg + 64) x all heads; one
-      // 64 x kBlockH x 16 product per step, chained from zero as in the mma.sync paths.
-      static_assert(kWarpsK == 1 && kChunksPerWarp == 1 && Cfg::kWarpsH == 1 && kWarpRows == 16 && kMT == 1,
+      // 64 x kBlockH x 16 product per step, chained from zero as in the mma.sync paths. The
+      // chunks of the wave run as independent chains, interleaved step by step: one chain alone
+      // is latency-bound (8 dependent wgmmas per chunk).
+      static_assert(kWarpsK == 1 && Cfg::kWarpsH == 1 && kWarpRows == 16 && kMT == 1,
                     "wgmma mode: warps stacked along tokens, 16 rows each");
       const std::uint32_t a_tile = slot + (warp / 4) * 64 * kHalfRowBytes;
-      const std::uint32_t b_tile = w_base + chunk0 * kBlockH * kRowBytes;
-      const int steps = chunk_steps(chunk0);
-      float acc[1][kNT][4];
-      zero(acc);
+      float acc[kChunksPerWarp][1][kNT][4];
+      int steps[kChunksPerWarp];
+#pragma unroll
+      for (int c = 0; c < kChunksPerWarp; ++c) {
+        zero(acc[c]);
+        steps[c] = chunk0 + c < nchunks ? chunk_steps(chunk0 + c) : 0;
+      }
       wgmma_fence();
 #pragma unroll
       for (int st = 0; st < kChunk / kMmaK; ++st) {
-        if (st < steps) {
-          const std::uint32_t koff = (st & 3) * (kMmaK * 2);
-          wgmma_m64k16<kBlockH>(acc[0], smem_desc(a_tile + (st >> 2) * kBlockT * kHalfRowBytes + koff),
-                                smem_desc(b_tile + (st >> 2) * kBlockH * kHalfRowBytes + koff));
+#pragma unroll
+        for (int c = 0; c < kChunksPerWarp; ++c) {
+          if (st < steps[c]) {
+            const std::uint32_t koff = (st & 3) * (kMmaK * 2);
+            const std::uint32_t b_tile = w_base + (chunk0 + c) * kBlockH * kRowBytes;
+            wgmma_m64k16<kBlockH>(acc[c][0],
+                                  smem_desc(a_tile + c * kBlockT * kRowBytes + (st >> 2) * kBlockT * kHalfRowBytes + koff),
+                                  smem_desc(b_tile + (st >> 2) * kBlockH * kHalfRowBytes + koff));
+          }
         }
       }
       wgmma_commit();
@@ -303,10 +362,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
       // Pin the accumulators after the wait: the wait names no registers, so without this the
       // compiler could read them earlier.
 #pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
+      for (int c = 0; c < kChunksPerWarp; ++c)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(acc[0][nt][i])::"memory");
-      accumulate(q, acc);
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(acc[c][0][nt][i])::"memory");
+#pragma unroll
+      for (int c = 0; c < kChunksPerWarp; ++c) {
+        if (steps[c] > 0) accumulate(q, acc[c]);
+      }
     } else if constexpr (kWarpsK == 1) {
       // Prefill mode: the wave's chunks run as independent MMA chains (more work in flight per
       // warp), then join q in chunk order.
@@ -439,13 +503,35 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
 #endif
 }
 
+// A 2-D tensor map over a bf16 [rows, K] matrix with row stride ld, boxes of 64 columns (128 bytes,
+// the swizzle span) x box_rows rows, 128-byte swizzle: the split layout of mma_sm80.cuh.
+CUtensorMap make_tensor_map(const std::uint16_t* base, int K, std::int64_t rows, std::int64_t ld, int box_rows) {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    DSA_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
+    DSA_CHECK(q == cudaDriverEntryPointSuccess && fn != nullptr, "cuTensorMapEncodeTiled is not available");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * 2};
+  const cuuint32_t box[2] = {64, static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<std::uint16_t*>(base), dims, strides,
+                            box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  DSA_CHECK(r == CUDA_SUCCESS, "cuTensorMapEncodeTiled failed with CUresult " << static_cast<int>(r));
+  return map;
+}
+
 template <class Cfg>
 std::size_t smem_bytes(const KernelParams& p) {
   const int nchunks = (p.G + kChunk - 1) / kChunk;
   const std::size_t red_tile = static_cast<std::size_t>(Cfg::kBlockT) * (Cfg::kBlockH + 8) * sizeof(float);
   return static_cast<std::size_t>(nchunks) * Cfg::kBlockH * kRowBytes +
          static_cast<std::size_t>(Cfg::kSlots) * Cfg::kWarpsK * Cfg::kChunksPerWarp * Cfg::kBlockT * kRowBytes +
-         (Cfg::kWarpsK > 1 ? Cfg::kWarpsK * red_tile : 0) + red_tile + 16 /* inbox mbarrier */;
+         (Cfg::kWarpsK > 1 ? Cfg::kWarpsK * red_tile : 0) + red_tile + 8 * (2 + Cfg::kSlots) /* mbarriers */;
 }
 
 int device_max_smem(int device) {
@@ -520,12 +606,18 @@ void launch(const KernelParams& p, int device, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(workers * kClusterSize), static_cast<unsigned>(head_groups));
   cudaLaunchAttribute attrs[2];
   const cudaLaunchConfig_t cfg = make_config<Cfg>(grid, smem, stream, attrs);
-  DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, sm90_logits_head_gate_kernel<Cfg>, p));
+  CUtensorMap tmap_x{}, tmap_w{};
+  if constexpr (Cfg::kTma) {
+    tmap_x = make_tensor_map(p.x, p.K, p.T, p.ldx, Cfg::kBlockT);
+    tmap_w = make_tensor_map(p.w, p.K, p.H, p.ldw, Cfg::kBlockH);
+  }
+  DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, sm90_logits_head_gate_kernel<Cfg>, p, tmap_x, tmap_w));
 }
 
-template <int kT, int kH, int kWT, int kWH, int kWK, int kCPW, int kSlots_, bool kWgmma_ = false>
+template <int kT, int kH, int kWT, int kWH, int kWK, int kCPW, int kSlots_, bool kWgmma_ = false,
+          bool kTma_ = false>
 struct Config {
-  static constexpr bool kWgmma = kWgmma_;
+  static constexpr bool kWgmma = kWgmma_, kTma = kTma_;
   static constexpr int kBlockT = kT, kBlockH = kH, kWarpsT = kWT, kWarpsH = kWH, kWarpsK = kWK;
   static constexpr int kChunksPerWarp = kCPW, kSlots = kSlots_;
   static constexpr int kThreads = 32 * kWT * kWH * kWK;
@@ -533,22 +625,19 @@ struct Config {
   static std::string name() {
     return "sm90_cluster8<T" + std::to_string(kT) + ",H" + std::to_string(kH) + ",warps" +
            std::to_string(kWT) + "x" + std::to_string(kWH) + "x" + std::to_string(kWK) + ",chunks" +
-           std::to_string(kWK * kCPW) + ",slots" + std::to_string(kSlots_) + (kWgmma_ ? ",wgmma" : "") + ">";
+           std::to_string(kWK * kCPW) + ",slots" + std::to_string(kSlots_) + (kWgmma_ ? ",wgmma" : "") + (kTma_ ? ",tma" : "") + ">";
   }
 };
 
 // The instantiated tiles; Sm90Tile in the header names them in this order. Warps: tokens x heads x
-// chunk sets; chunks: chunks of K per ring slot (per CTA barrier); slots: ring depth.
+// chunk sets; chunks: chunks of K per ring slot; slots: ring depth. Tiles that lost in the sweep
+// (all-mma.sync prefill tiles, wgmma without TMA, two chunks per slot) are in NOTES.md.
 using ConfigT16H8 = Config<16, 8, 1, 1, 8, 1, 2>;
 using ConfigT16H16 = Config<16, 16, 1, 1, 8, 1, 2>;
 using ConfigT32H32 = Config<32, 32, 2, 1, 4, 1, 2>;
-using ConfigT64H64 = Config<64, 64, 4, 2, 1, 1, 6>;
 using ConfigT64H32 = Config<64, 32, 4, 2, 1, 1, 10>;
-using ConfigT128H32 = Config<128, 32, 8, 1, 1, 1, 4>;
-using ConfigT64H64W4 = Config<64, 64, 2, 2, 1, 1, 6>;
-using ConfigT128H32W4 = Config<128, 32, 4, 1, 1, 1, 4>;
-using ConfigT64H64Wg = Config<64, 64, 4, 1, 1, 1, 6, true>;
-using ConfigT128H32Wg = Config<128, 32, 8, 1, 1, 1, 4, true>;
+using ConfigT64H64Tma = Config<64, 64, 4, 1, 1, 1, 6, true, true>;
+using ConfigT128H32Tma = Config<128, 32, 8, 1, 1, 1, 4, true, true>;
 
 template <class F>
 auto visit(Sm90Tile tile, F&& f) {
@@ -556,13 +645,9 @@ auto visit(Sm90Tile tile, F&& f) {
     case Sm90Tile::kT16H8: return f(ConfigT16H8{});
     case Sm90Tile::kT16H16: return f(ConfigT16H16{});
     case Sm90Tile::kT32H32: return f(ConfigT32H32{});
-    case Sm90Tile::kT64H64: return f(ConfigT64H64{});
     case Sm90Tile::kT64H32: return f(ConfigT64H32{});
-    case Sm90Tile::kT128H32: return f(ConfigT128H32{});
-    case Sm90Tile::kT64H64W4: return f(ConfigT64H64W4{});
-    case Sm90Tile::kT128H32W4: return f(ConfigT128H32W4{});
-    case Sm90Tile::kT64H64Wg: return f(ConfigT64H64Wg{});
-    case Sm90Tile::kT128H32Wg: return f(ConfigT128H32Wg{});
+    case Sm90Tile::kT64H64Tma: return f(ConfigT64H64Tma{});
+    case Sm90Tile::kT128H32Tma: return f(ConfigT128H32Tma{});
   }
   DSA_CHECK(false, "unknown sm90 tile " << static_cast<int>(tile));
 }

@@ -11,13 +11,9 @@ namespace dsa_indexer::cuda {
 
 // Token tile x head tile of one CTA; every tile computes bitwise the same result (same K groups,
 // chunks and MMA), they differ only in how the work is spread over the GPU.
-enum class Sm90Tile {
-  kT16H8, kT16H16, kT32H32, kT64H64, kT64H32, kT128H32, kT64H64W4, kT128H32W4, kT64H64Wg, kT128H32Wg
-};
-constexpr Sm90Tile kAllSm90Tiles[] = {Sm90Tile::kT16H8,     Sm90Tile::kT16H16,   Sm90Tile::kT32H32,
-                                      Sm90Tile::kT64H64,    Sm90Tile::kT64H32,   Sm90Tile::kT128H32,
-                                      Sm90Tile::kT64H64W4,  Sm90Tile::kT128H32W4, Sm90Tile::kT64H64Wg,
-                                      Sm90Tile::kT128H32Wg};
+enum class Sm90Tile { kT16H8, kT16H16, kT32H32, kT64H32, kT64H64Tma, kT128H32Tma };
+constexpr Sm90Tile kAllSm90Tiles[] = {Sm90Tile::kT16H8,  Sm90Tile::kT16H16,    Sm90Tile::kT32H32,
+                                      Sm90Tile::kT64H32, Sm90Tile::kT64H64Tma, Sm90Tile::kT128H32Tma};
 
 // Whether the tile's shared memory (resident weight slice + x ring + reduction buffer) fits.
 bool sm90_tile_fits(Sm90Tile tile, const KernelParams& p, int device);
