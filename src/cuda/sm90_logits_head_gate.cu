@@ -111,13 +111,22 @@ __device__ __forceinline__ void wgmma_m64n32k16(float (&d)[4][4], std::uint64_t 
       : "l"(desc_a), "l"(desc_b));
 }
 
+__device__ __forceinline__ void wgmma_m64n16k16(float (&d)[2][4], std::uint64_t desc_a, std::uint64_t desc_b) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3])
+      : "l"(desc_a), "l"(desc_b));
+}
 template <int kN>
 __device__ __forceinline__ void wgmma_m64k16(float (&d)[kN / 8][4], std::uint64_t desc_a, std::uint64_t desc_b) {
   if constexpr (kN == 64) {
     wgmma_m64n64k16(d, desc_a, desc_b);
-  } else {
-    static_assert(kN == 32, "instantiated for 32 and 64 heads");
+  } else if constexpr (kN == 32) {
     wgmma_m64n32k16(d, desc_a, desc_b);
+  } else {
+    static_assert(kN == 16, "instantiated for 16, 32 and 64 heads");
+    wgmma_m64n16k16(d, desc_a, desc_b);
   }
 }
 
@@ -178,8 +187,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   const int num_waves = my_tiles * waves_per_tile;
   const int warp_chunk = warp / (Cfg::kWarpsT * Cfg::kWarpsH);  // decode mode: chunk of the wave
   const int warp_mn = warp % (Cfg::kWarpsT * Cfg::kWarpsH);
-  const int warp_row0 = (warp_mn / Cfg::kWarpsH) * kWarpRows;
-  const int warp_head0 = (warp_mn % Cfg::kWarpsH) * kWarpHeads;
+  // wgmma mode: warpgroup wg = warp / 4 owns 64 tokens x kWarpHeads heads, its warps 16 rows each;
+  // otherwise warps tile tokens x heads directly.
+  const int wg = warp / 4;
+  const int warp_row0 = Cfg::kWgmma ? (wg / Cfg::kWarpsH) * 64 + (warp % 4) * 16 : (warp_mn / Cfg::kWarpsH) * kWarpRows;
+  const int warp_head0 = Cfg::kWgmma ? (wg % Cfg::kWarpsH) * kWarpHeads : (warp_mn % Cfg::kWarpsH) * kWarpHeads;
   // Copies: thread tid always moves vector (tid % 16) of rows tid / 16 + i * kRowsPerPass, so its
   // swizzled column is fixed and its addresses advance by constant steps.
   const int copy_vec = tid % kVecs, copy_row0 = tid / kVecs;
@@ -333,9 +345,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
       // 64 x kBlockH x 16 product per step, chained from zero as in the mma.sync paths. The
       // chunks of the wave run as independent chains, interleaved step by step: one chain alone
       // is latency-bound (8 dependent wgmmas per chunk).
-      static_assert(kWarpsK == 1 && Cfg::kWarpsH == 1 && kWarpRows == 16 && kMT == 1,
-                    "wgmma mode: warps stacked along tokens, 16 rows each");
-      const std::uint32_t a_tile = slot + (warp / 4) * 64 * kHalfRowBytes;
+      static_assert(kWarpsK == 1 && kWarpRows == 16 && kMT == 1 && kBlockT % 64 == 0,
+                    "wgmma mode: warpgroups of 4 warps x 16 rows");
+      const std::uint32_t a_tile = slot + (wg / Cfg::kWarpsH) * 64 * kHalfRowBytes;
       float acc[kChunksPerWarp][1][kNT][4];
       int steps[kChunksPerWarp];
 #pragma unroll
@@ -350,8 +362,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
         for (int c = 0; c < kChunksPerWarp; ++c) {
           if (st < steps[c]) {
             const std::uint32_t koff = (st & 3) * (kMmaK * 2);
-            const std::uint32_t b_tile = w_base + (chunk0 + c) * kBlockH * kRowBytes;
-            wgmma_m64k16<kBlockH>(acc[c][0],
+            const std::uint32_t b_tile = w_base + (chunk0 + c) * kBlockH * kRowBytes + warp_head0 * kHalfRowBytes;
+            wgmma_m64k16<kWarpHeads>(acc[c][0],
                                   smem_desc(a_tile + c * kBlockT * kRowBytes + (st >> 2) * kBlockT * kHalfRowBytes + koff),
                                   smem_desc(b_tile + (st >> 2) * kBlockH * kHalfRowBytes + koff));
           }
