@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# One unattended GPU validation of dsa-indexer on the H200 host (the evidence behind the issues'
+# "ran on the H200"): GoogleTest suite (CPU + CUDA backends), pytest on CUDA, the benchmark
+# (tools/run_gpu_bench.sh), compute-sanitizer memcheck/racecheck on representative shapes, and the
+# sm_90a tile sweep. Each step writes its full log into RESULTS_DIR and one line into summary.txt.
+#
+# Usage: tools/gpu_validate.sh BIN_DIR PY_DIR RESULTS_DIR [TARBALL]
+#   BIN_DIR: dsa_indexer_tests and sweep_sm90_tiles, built elsewhere (the host has no GoogleTest);
+#   PY_DIR:  a folder holding an installed dsa_indexer package built against the host's torch
+#            (used through PYTHONPATH); if it does not import, the package is built here instead;
+#   TARBALL: if given, RESULTS_DIR is packed into it after every step (a run cut short keeps what
+#            it finished).
+set -uo pipefail
+bin=$(cd "$1" && pwd)
+py=$(cd "$2" && pwd)
+mkdir -p "$3"
+res=$(cd "$3" && pwd)
+tarball=${4:-}
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 PYTHONPATH="$py${PYTHONPATH:+:$PYTHONPATH}"
+failed=0
+
+step() {  # step NAME TIMEOUT_S command...
+  local name=$1 limit=$2 t0=$SECONDS rc
+  shift 2
+  echo "== $name (limit ${limit} s)"
+  timeout "$limit" "$@" >"$res/$name.txt" 2>&1
+  rc=$?
+  echo "$name: exit $rc after $((SECONDS - t0)) s" | tee -a "$res/summary.txt"
+  tail -n 4 "$res/$name.txt"
+  ((rc == 0)) || failed=1
+  [[ -z $tarball ]] || tar czf "$tarball" -C "$res" .
+}
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
+  nvcc --version | tail -n 1
+  python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__)'
+} >"$res/env.txt" 2>&1
+
+# GoogleTest: four shards in parallel (the float64 references run on the host's CPUs).
+cpp_tests() {
+  local i pids=()
+  for i in 0 1 2 3; do
+    GTEST_TOTAL_SHARDS=4 GTEST_SHARD_INDEX=$i "$bin/dsa_indexer_tests" --gtest_brief=1 >"$res/cpp_shard$i.log" 2>&1 &
+    pids+=($!)
+  done
+  local rc=0
+  for i in "${!pids[@]}"; do wait "${pids[$i]}" || rc=1; done
+  cat "$res"/cpp_shard*.log && rm -f "$res"/cpp_shard*.log
+  return $rc
+}
+step cpp_tests 240 cpp_tests
+
+if ! python3 -c 'import dsa_indexer' 2>/dev/null; then
+  step pip_install 400 env CC=/usr/bin/gcc CXX=/usr/bin/g++ CMAKE_ARGS=-DDSA_INDEXER_CUDA_ARCHS=90a-real \
+    python3 -m pip install --no-build-isolation --no-index --no-deps .
+fi
+step pytest 300 python3 -m pytest -q -ra -p no:cacheprovider -n 8 tests/python
+step bench 420 tools/run_gpu_bench.sh "$res/bench"
+
+filter='*CudaAuto_T64_H64_K7168*:*CudaAuto_T1000_H32_K6144*:*CudaPortable_T3_H7_K100*:Cuda/CudaTest.FastPathBitwiseEqualsPortable/*'
+step memcheck 180 compute-sanitizer --tool memcheck --error-exitcode 1 "$bin/dsa_indexer_tests" --gtest_filter="$filter"
+step racecheck 180 compute-sanitizer --tool racecheck --error-exitcode 1 "$bin/dsa_indexer_tests" \
+  --gtest_filter='*CudaAuto_T64_H64_K7168*:*CudaAuto_T1000_H32_K6144*:*CudaPortable_T3_H7_K100*'
+step sweep 120 "$bin/sweep_sm90_tiles" --T 1,16,64,128,256,512,1024,4096,65536 --json "$res/sweep.json"
+
+echo "== done: $(grep -c 'exit 0' "$res/summary.txt") of $(wc -l <"$res/summary.txt") steps passed"
+exit $failed
