@@ -39,19 +39,16 @@ step() {  # step NAME TIMEOUT_S command...
   python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__)'
 } >"$res/env.txt" 2>&1
 
-# GoogleTest: four shards in parallel (the float64 references run on the host's CPUs).
-cpp_tests() {
-  local i pids=()
+# GoogleTest: four shards in parallel (the float64 references run on the host's CPUs). A script
+# of its own, not a function: `timeout` runs programs only.
+step cpp_tests 240 bash -c '
   for i in 0 1 2 3; do
-    GTEST_TOTAL_SHARDS=4 GTEST_SHARD_INDEX=$i "$bin/dsa_indexer_tests" --gtest_brief=1 >"$res/cpp_shard$i.log" 2>&1 &
-    pids+=($!)
+    GTEST_TOTAL_SHARDS=4 GTEST_SHARD_INDEX=$i "$0/dsa_indexer_tests" --gtest_brief=1 >"$1/cpp_shard$i.log" 2>&1 &
   done
-  local rc=0
-  for i in "${!pids[@]}"; do wait "${pids[$i]}" || rc=1; done
-  cat "$res"/cpp_shard*.log && rm -f "$res"/cpp_shard*.log
-  return $rc
-}
-step cpp_tests 240 cpp_tests
+  rc=0
+  for job in $(jobs -p); do wait "$job" || rc=1; done
+  cat "$1"/cpp_shard*.log && rm -f "$1"/cpp_shard*.log
+  exit $rc' "$bin" "$res"
 
 if ! python3 -c 'import dsa_indexer' 2>/dev/null; then
   step pip_install 400 env CC=/usr/bin/gcc CXX=/usr/bin/g++ CMAKE_ARGS=-DDSA_INDEXER_CUDA_ARCHS=90a-real \

@@ -23,6 +23,12 @@ if ((CPP)); then
     -DDSA_INDEXER_BUILD_TESTS=ON -DDSA_INDEXER_BUILD_BENCH=ON ${CMAKE_ARGS:-}
   cmake --build build/cpp -j "$JOBS"
   ctest --test-dir build/cpp --output-on-failure -j "$JOBS"
+  echo "== C++: install, then build and run examples/basic against the installed package"
+  rm -rf build/prefix build/example
+  cmake --install build/cpp --prefix build/prefix >/dev/null
+  cmake -S examples/basic -B build/example "${GEN[@]}" -DCMAKE_PREFIX_PATH="$PWD/build/prefix"
+  cmake --build build/example -j "$JOBS"
+  ./build/example/example
 fi
 
 echo "== Python: build and install the PyTorch operator against $("$PY" -c 'import torch; print("torch", torch.__version__)')"
