@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
   for (std::size_t si = 0; si + 1 < shapes.size(); si += 2) {
     const int K = static_cast<int>(shapes[si]), H = static_cast<int>(shapes[si + 1]);
     std::printf("\n== K=%d H=%d ==\n%8s", K, H, "T");
-    for (Sm90Tile tile : kAllSm90Tiles) std::printf(" %12s", sm90_tile_name(tile).substr(14, 12).c_str());
+    for (Sm90Tile tile : kAllSm90Tiles) std::printf(" %12s", sm90_tile_label(tile).c_str());
     std::printf(" %9s %9s  auto choice\n", "generic", "auto");
     // Weight: one buffer (engines keep it resident).
     std::vector<std::uint16_t> hw(static_cast<std::size_t>(H) * K);

@@ -93,16 +93,17 @@ struct Choice {
 
 // The one dispatch point. Every choice computes bitwise the same values (kernel_params.h), so
 // the tile is a pure speed decision, taken from the sweep in dev/cuda/sweep_sm90_tiles.cu on an
-// H200 (src/cuda/NOTES.md has the tables):
-// - decode (T <= 32): 16-token tiles with 8 heads per CTA: at H = 64 that is 8 clusters of 8 CTAs
-//   pulling the 0.9 MB weight in parallel, each running every chunk of its group side by side.
-// - T = 64 .. 256: 16/32/64-token tiles with 16/32 heads: more clusters than all-head tiles give.
-// - prefill: all heads per cluster (H <= 64), so each CTA loads its weight slice once and x
-//   crosses HBM once, by TMA into a 128-byte-swizzled ring read by wgmma; 128-token tiles where
-//   the slice is small enough (H <= 32) to leave room for the ring.
-// Tried and lost (numbers in NOTES.md): T16H8 beyond T = 32 (the weight slice is re-read per tile),
-// T128H32 at H = 64 (x read twice), cp.async + mma.sync prefill tiles (10-25% slower), two chunks
-// per ring slot (fewer slots in flight: slower).
+// H200 (src/cuda/NOTES.md has the tables; thresholds from sweep 16):
+// - decode (T <= 32 at H = 64, T <= 128 at H <= 32): 16-token tiles with 8 or 16 heads per CTA,
+//   so that 4-8 clusters pull the 0.9 MB weight in parallel, each running every chunk of its group
+//   side by side (mma.sync, cp.async).
+// - mid T: 32-token tiles, then 64-token TMA + wgmma tiles with 16 or 32 heads: more clusters
+//   than all-head tiles give, at the price of reading x once per head group (from L2 at these T).
+// - prefill: all heads per cluster where the weight slice leaves room for the ring (H <= 64 at
+//   K = 7168), so each CTA loads its slice once and x crosses HBM once; 128-token tiles at
+//   H <= 32 (more bytes per wave, same per-wave overhead).
+// Tried and lost (numbers in NOTES.md): mma.sync prefill tiles, cp.async feeding wgmma, two chunks
+// per ring slot, two warpgroups splitting the heads of a 64 x 64 tile.
 Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   Choice c;
   if (path == CudaPath::kPortable) return c.reason = "portable path requested", c;
@@ -114,16 +115,18 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   }
   // TMA coordinates are 32-bit; beyond that the portable kernel takes over.
   if (k.T >= (std::int64_t{1} << 31)) return c.reason = "T >= 2^31", c;
-  Sm90Tile order[3];
+  Sm90Tile order[5];
   int n = 0;
   if (k.H <= 32) {
     if (k.T <= 128) {
       order[n++] = Sm90Tile::kT16H16;
-    } else if (k.T <= 512) {
-      order[n++] = Sm90Tile::kT64H32;
+    } else if (k.T <= 256) {
+      order[n++] = Sm90Tile::kT64H16Tma;
+    } else if (k.T <= 2048) {
+      order[n++] = Sm90Tile::kT64H32Tma;
     } else {
       order[n++] = Sm90Tile::kT128H32Tma;
-      order[n++] = Sm90Tile::kT64H32;
+      order[n++] = Sm90Tile::kT64H32Tma;
     }
   } else {
     if (k.T <= 32) {
@@ -133,13 +136,19 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     } else if (k.T <= 128) {
       order[n++] = Sm90Tile::kT32H32;
     } else if (k.T <= 256) {
-      order[n++] = Sm90Tile::kT64H32;
+      order[n++] = Sm90Tile::kT64H32Tma;
     } else {
       order[n++] = Sm90Tile::kT64H64Tma;
-      order[n++] = Sm90Tile::kT64H32;
+      order[n++] = Sm90Tile::kT64H32Tma;
     }
   }
-  order[n++] = Sm90Tile::kT16H8;  // smallest footprint: fits whenever any tile does
+  // Fallbacks, in order: where the weight slice is too large for the tiles above (K beyond ~8k at
+  // H = 64) the smaller head tiles still fit; where K % 1024 != 0 no TMA tile applies (see fits())
+  // and the mma.sync tiles take every T; T16H8 has the smallest footprint and fits whenever any
+  // tile does.
+  if (order[n - 1] != Sm90Tile::kT64H16Tma) order[n++] = Sm90Tile::kT64H16Tma;
+  if (k.T > 96) order[n++] = Sm90Tile::kT32H32;
+  order[n++] = Sm90Tile::kT16H8;
   for (int i = 0; i < n; ++i) {
     if (cuda::sm90_tile_fits(order[i], k, dev.device)) {
       c.sm90 = true;

@@ -1,10 +1,10 @@
 // sm_90a kernel of the head gate: a cluster of 8 CTAs splits K into the 8 groups of
 // kernel_params.h; each CTA keeps its group's slice of the weight resident in shared memory,
-// streams the matching columns of x through a cp.async ring, and the cluster sums the 8 group
-// partials through distributed shared memory in rank order. Persistent over token tiles.
-// The same code serves decode (16-token tiles, few heads per CTA, every chunk of a group in flight
-// at once) and prefill (64/128-token tiles, all heads resident), so results are bitwise equal for
-// every T: see NOTES.md beside this file.
+// streams the matching columns of x through a ring, and the cluster sums the 8 group partials
+// through distributed shared memory in rank order. Persistent over token tiles.
+// Decode tiles (16/32 tokens, few heads per CTA, every chunk of a group in flight at once) use
+// cp.async and mma.sync; prefill tiles (64/128 tokens) use TMA and wgmma. Both keep the same
+// summation, so results are bitwise equal for every T: see NOTES.md beside this file.
 #include <cuda.h>  // CUtensorMap and its enums (header only: the driver entry point is fetched at run time)
 #include <cuda_runtime.h>
 #include <cudaTypedefs.h>
@@ -13,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <type_traits>
 
 #include "common/check.h"
 #include "cuda/cuda_check.h"
@@ -30,6 +31,7 @@ constexpr int kClusterSize = kNumKGroups;
 #define DSA_SM90_BODY 1
 #endif
 
+#ifdef DSA_SM90_BODY  // the helpers below serve the kernel body only
 __device__ __forceinline__ unsigned cluster_ctarank() {
   unsigned r;
   asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
@@ -74,6 +76,18 @@ __device__ __forceinline__ void st_async_f2(std::uint32_t local_addr, std::uint3
                : "memory");
 }
 
+// Same, with the remote addresses already mapped (mapa) by the caller.
+__device__ __forceinline__ void st_async_f2_mapped(std::uint32_t remote, std::uint32_t remote_bar, float a, float b) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32 [%0], {%1, %2}, [%3];\n" ::"r"(remote),
+               "f"(a), "f"(b), "r"(remote_bar)
+               : "memory");
+}
+__device__ __forceinline__ std::uint32_t map_to_rank(std::uint32_t local_addr, unsigned rank) {
+  std::uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local_addr), "r"(rank));
+  return remote;
+}
+
 // Bulk tensor copy (TMA) of one box into this CTA's shared memory, completing on an mbarrier.
 __device__ __forceinline__ void tma_load_2d(std::uint32_t dst, const CUtensorMap* map, int col, int row,
                                             std::uint32_t bar) {
@@ -86,70 +100,83 @@ __device__ __forceinline__ void tma_load_2d(std::uint32_t dst, const CUtensorMap
 // wgmma (sm_90a): a warpgroup's 64 x N x 16 product from two shared-memory descriptors, both
 // operands K-major in the split 128-byte-swizzled layout (mma_sm80.cuh). Accumulators land in the
 // same per-warp fragment layout as mma.sync m16n8, row block 16 * (warp % 4).
-__device__ __forceinline__ std::uint64_t smem_desc(std::uint32_t addr) {
-  return (static_cast<std::uint64_t>((addr & 0x3FFFF) >> 4)) |
-         (static_cast<std::uint64_t>(1) << 16) |                // leading offset: unused (swizzled K-major)
-         (static_cast<std::uint64_t>(1024 >> 4) << 32) |        // 8 rows x 128 B between row groups
-         (static_cast<std::uint64_t>(1) << 62);                  // 128-byte swizzle
+// The descriptor's low word holds the start address (addr >> 4, 14 bits) and the leading offset;
+// the high word is the same for every operand here, so only the low word is computed (a step's
+// descriptor is the chunk's plus its byte offset / 16: shared addresses stay below 256 KB, so the
+// address field never carries) and the two are joined inside the asm.
+__device__ __forceinline__ std::uint32_t smem_desc_lo(std::uint32_t addr) {
+  return ((addr & 0x3FFFF) >> 4) | (1u << 16);  // leading offset: unused (swizzled K-major)
 }
+constexpr std::uint32_t kSmemDescHi = (1024 >> 4)    // 8 rows x 128 B between row groups
+                                      | (1u << 30);  // bit 62: 128-byte swizzle
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[8][4], std::uint64_t desc_a, std::uint64_t desc_b) {
-  asm volatile(
-      "{\n .reg .pred p;\n setp.ne.b32 p, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-      : "l"(desc_a), "l"(desc_b));
+template <int kPending>  // waits until at most kPending committed groups are still running
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
 }
-__device__ __forceinline__ void wgmma_m64n32k16(float (&d)[4][4], std::uint64_t desc_a, std::uint64_t desc_b) {
+__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[8][4], std::uint32_t a_lo, std::uint32_t b_lo, bool accumulate) {
   asm volatile(
-      "{\n .reg .pred p;\n setp.ne.b32 p, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+      "{\n .reg .pred p;\n .reg .b64 da, db;\n setp.ne.b32 p, %35, 0;\n"
+      " mov.b64 da, {%32, %34};\n mov.b64 db, {%33, %34};\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, da, db, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+      : "r"(a_lo), "r"(b_lo), "n"(kSmemDescHi), "r"(static_cast<int>(accumulate)));
+}
+__device__ __forceinline__ void wgmma_m64n32k16(float (&d)[4][4], std::uint32_t a_lo, std::uint32_t b_lo, bool accumulate) {
+  asm volatile(
+      "{\n .reg .pred p;\n .reg .b64 da, db;\n setp.ne.b32 p, %19, 0;\n"
+      " mov.b64 da, {%16, %18};\n mov.b64 db, {%17, %18};\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, da, db, p, 1, 1, 0, 0;\n}\n"
       : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
-      : "l"(desc_a), "l"(desc_b));
+      : "r"(a_lo), "r"(b_lo), "n"(kSmemDescHi), "r"(static_cast<int>(accumulate)));
 }
 
-__device__ __forceinline__ void wgmma_m64n16k16(float (&d)[2][4], std::uint64_t desc_a, std::uint64_t desc_b) {
+__device__ __forceinline__ void wgmma_m64n16k16(float (&d)[2][4], std::uint32_t a_lo, std::uint32_t b_lo, bool accumulate) {
   asm volatile(
-      "{\n .reg .pred p;\n setp.ne.b32 p, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
+      "{\n .reg .pred p;\n .reg .b64 da, db;\n setp.ne.b32 p, %11, 0;\n"
+      " mov.b64 da, {%8, %10};\n mov.b64 db, {%9, %10};\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, da, db, p, 1, 1, 0, 0;\n}\n"
       : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3])
-      : "l"(desc_a), "l"(desc_b));
+      : "r"(a_lo), "r"(b_lo), "n"(kSmemDescHi), "r"(static_cast<int>(accumulate)));
 }
 template <int kN>
-__device__ __forceinline__ void wgmma_m64k16(float (&d)[kN / 8][4], std::uint64_t desc_a, std::uint64_t desc_b) {
+__device__ __forceinline__ void wgmma_m64k16(float (&d)[kN / 8][4], std::uint32_t a_lo, std::uint32_t b_lo,
+                                             bool accumulate) {
   if constexpr (kN == 64) {
-    wgmma_m64n64k16(d, desc_a, desc_b);
+    wgmma_m64n64k16(d, a_lo, b_lo, accumulate);
   } else if constexpr (kN == 32) {
-    wgmma_m64n32k16(d, desc_a, desc_b);
+    wgmma_m64n32k16(d, a_lo, b_lo, accumulate);
   } else {
     static_assert(kN == 16, "instantiated for 16, 32 and 64 heads");
-    wgmma_m64n16k16(d, desc_a, desc_b);
+    wgmma_m64n16k16(d, a_lo, b_lo, accumulate);
   }
 }
 
+#endif  // DSA_SM90_BODY
+
 // Shared memory: [weight slice: nchunks x kBlockH rows][x ring: kSlots x kWarpsK chunks x kBlockT
-// rows][chunk partials (decode mode): kWarpsK x kBlockT x kRedPitch][inbox: 8 source ranks x
-// kRowsPerRank x kRedPitch]. Tile rows are 128 bf16, swizzled (mma_sm80.cuh).
+// rows][chunk partials (decode mode): kWarpsK x kBlockT x kRedPitch][inbox: 2 buffers x 8 source
+// ranks x kRowsPerRank x kBlockH][mbarriers]. Tile rows are 128 bf16, swizzled (mma_sm80.cuh).
 //
 // Two modes, one arithmetic:
-// - kWarpsK == 1 (prefill): each warp owns a tokens x heads sub-tile and walks the group's chunks in
-//   order, keeping the group sum q in registers.
-// - kWarpsK > 1 (decode): the chunks of a wave are spread over kWarpsK warp sets that run side by
-//   side; their partials meet in shared memory and join q in chunk order.
+// - prefill (kWarpsK == 1, TMA + wgmma): a warpgroup owns 64 tokens x its heads and walks the
+//   group's chunks in order (one chunk per ring slot), keeping the group sum q in registers.
+// - decode (kWarpsK > 1, cp.async + mma.sync): the chunks of a wave are spread over kWarpsK warp
+//   sets that run side by side; their partials meet in shared memory and join q in chunk order.
 // At the end of a tile every CTA pushes its group sums, row block by row block, into the inbox of the
-// CTA that owns the rows (remote stores do not stall), and each owner adds the 8 in rank order.
+// CTA that owns the rows (remote stores do not stall), and each owner adds the 8 in rank order. The
+// inbox is double-buffered and the owner finishes tile i only at the end of tile i + 1: waiting for
+// the slowest of the 8 CTAs right after the push cost 18% of the prefill kernel's time (ncu source
+// counters, NOTES.md version 12); one tile later the sums have long arrived.
 template <class Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel(
     const KernelParams p, const __grid_constant__ CUtensorMap tmap_x, const __grid_constant__ CUtensorMap tmap_w) {
 #ifdef DSA_SM90_BODY
   constexpr int kBlockT = Cfg::kBlockT, kBlockH = Cfg::kBlockH, kWarpsK = Cfg::kWarpsK;
   constexpr int kSlots = Cfg::kSlots, kThreads = Cfg::kThreads;
-  constexpr int kChunksPerWarp = Cfg::kChunksPerWarp;            // prefill mode: chains per warp
-  constexpr int kChunksPerWave = kWarpsK * kChunksPerWarp;
-  static_assert(kWarpsK == 1 || kChunksPerWarp == 1, "one of the two ways to overlap chunks");
+  constexpr int kChunksPerWave = kWarpsK;  // chunks of K per ring slot: one per warp set
+  static_assert(Cfg::kWgmma == (kWarpsK == 1), "prefill mode (one chunk per wave) is the wgmma mode");
   constexpr int kWarpRows = kBlockT / Cfg::kWarpsT, kWarpHeads = kBlockH / Cfg::kWarpsH;
   constexpr int kMT = kWarpRows / 16, kNT = kWarpHeads / 8;
   constexpr int kRedPitch = kBlockH + 8;  // floats; +8 keeps the float2 stores conflict-free
@@ -157,7 +184,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   constexpr int kRowsPerPass = kThreads / kVecs;  // tile rows one pass of 16-byte copies covers
   constexpr int kRowsPerRank = kBlockT / kClusterSize;
   constexpr int kOwned = kRowsPerRank * kBlockH;  // outputs this CTA finishes per tile
-  constexpr int kOwnedPerThread = (kOwned + kThreads - 1) / kThreads;
+  // The owned outputs are finished kVec heads at a time (one inbox read per source rank): 4 in
+  // prefill tiles (fewer instructions), 1 in decode tiles (latency: more threads side by side).
+  constexpr int kVec = kWarpsK == 1 ? 4 : 1;
+  constexpr int kQuads = kOwned / kVec, kQuadsPerRow = kBlockH / kVec;
+  constexpr int kQuadsPerThread = (kQuads + kThreads - 1) / kThreads;
+  static_assert(kBlockH % kVec == 0, "whole vectors of heads");
   constexpr int kPairsPerThread = (kBlockT * kBlockH / 2 + kThreads - 1) / kThreads;
   static_assert(kSlots >= 2, "the ring needs two slots");
   static_assert(kThreads % kVecs == 0, "copy passes cover whole rows");
@@ -168,10 +200,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   unsigned char* w_smem = smem;
   unsigned char* x_smem = w_smem + nchunks * kBlockH * kRowBytes;
   float* part = reinterpret_cast<float*>(x_smem + kSlots * kChunksPerWave * kBlockT * kRowBytes);
-  float* inbox = part + (kWarpsK > 1 ? kWarpsK * kBlockT * kRedPitch : 0);
-  const std::uint32_t inbox_full = smem_addr(inbox + kBlockT * kRedPitch);  // mbarrier, 8 bytes
-  const std::uint32_t w_full = inbox_full + 8;                                // TMA: weight landed
-  const std::uint32_t slot_full = inbox_full + 16;                            // TMA: [kSlots] x landed
+  float* inbox = part + (kWarpsK > 1 ? kWarpsK * kBlockT * kRedPitch : 0);  // [2][kBlockT * kBlockH]
+  const std::uint32_t inbox_full = smem_addr(inbox + 2 * kBlockT * kBlockH);  // mbarriers [2]
+  const std::uint32_t w_full = inbox_full + 16;                                 // TMA: weight landed
+  const std::uint32_t slot_full = inbox_full + 24;                              // TMA: [kSlots] x landed
+  // Inbox rows are kBlockH floats; the column is xor-ed with the row so that the float2 stores of a
+  // warp (8 rows x 4 column pairs) spread over the banks. Multiples of 8 keep pairs together.
+  constexpr int kInboxSwizzle = (kBlockH / 8 - 1) < 7 ? (kBlockH / 8 - 1) : 7;
+  const auto inbox_at = [](int buf, int row, int col) {
+    return buf * kBlockT * kBlockH + row * kBlockH + (col ^ ((row & kInboxSwizzle) << 3));
+  };
   constexpr bool kTma = Cfg::kTma;
   constexpr unsigned kInboxBytes = kClusterSize * kRowsPerRank * kBlockH * sizeof(float);
 
@@ -207,6 +245,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   // push, a whole main loop later.
   if (tid == 0) {
     mbar_init(inbox_full, 1);
+    mbar_init(inbox_full + 8, 1);
     if constexpr (kTma) {
       mbar_init(w_full, 1);
       for (int i = 0; i < kSlots; ++i) mbar_init(slot_full + 8 * i, 1);
@@ -218,6 +257,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   // Programmatic dependent launch: let the next kernel start its prologue now, and wait for the
   // previous one before the first global read (x, weight or q_scale may be its output).
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  // While the previous kernel finishes, pull this CTA's weight slice and its first tile of x from
+  // HBM into L2. A prefetch returns nothing to the SM, and L2 is where every SM's writes land, so a
+  // previous kernel that writes these bytes is still seen by the loads after the wait.
+  {
+    const int w_rows = min(kBlockH, p.H - h0);
+    const int x_rows = static_cast<int>(min(static_cast<std::int64_t>(kBlockT), p.T - tile_t0(0)));
+    const unsigned row_bytes = static_cast<unsigned>(min(static_cast<std::int64_t>(p.G), p.K - k_base)) * 2;
+    for (int i = tid; i < w_rows + x_rows; i += kThreads) {
+      const std::uint16_t* row = i < w_rows ? p.w + (h0 + i) * p.ldw : p.x + (tile_t0(0) + i - w_rows) * p.ldx;
+      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(row + k_base), "r"(row_bytes) : "memory");
+    }
+  }
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 
   // The weight slice: heads [h0, h0 + kBlockH) x this group's columns, loaded once.
@@ -253,9 +304,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   // increments: run-time divisions in the loop cost more issue slots than the MMAs.
   struct Cursor {
     int tile = 0, wave = 0, slot = 0;
+    unsigned phase = 0;  // parity of the slot's mbarrier for this wave: (wave index / kSlots) & 1
     __device__ void advance(int waves_per_tile) {
       if (++wave == waves_per_tile) wave = 0, ++tile;
-      if (++slot == kSlots) slot = 0;
+      if (++slot == kSlots) slot = 0, phase ^= 1;
     }
   };
   const auto load_wave = [&](const Cursor& at) {
@@ -304,117 +356,222 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   const auto chunk_steps = [&](int chunk) { return min(kChunk, p.G - chunk * kChunk) / kMmaK; };
   float q[kMT][kNT][4];                          // prefill mode: this warp's group sums
   float2 qd[kWarpsK > 1 ? kPairsPerThread : 1];  // decode mode: this thread's group sums
-  float qs[kOwnedPerThread];
-  Cursor cur;  // the wave to compute
-#pragma unroll 1
-  for (int s = 0; s < num_waves; ++s, cur.advance(waves_per_tile)) {
-    const int tile_i = cur.tile;
-    const int wave_in_tile = cur.wave;
-    const int chunk0 = wave_in_tile * kChunksPerWave;
-    if (wave_in_tile == 0) {
-      zero(q);
-      // Fetch the q_scale values this CTA will need at the end of the tile, now, so their latency
-      // hides behind the main loop instead of stalling the epilogue.
-      const std::int64_t t0 = tile_t0(tile_i);
+  float qs[kQuadsPerThread][kVec], qs_prev[kQuadsPerThread][kVec];  // q_scale: current / previous tile
+  // Finishes tile j, whose group sums are in inbox buffer j & 1 (q_scale in qs_prev): waits for the
+  // 8 CTAs' sums of my rows, adds them in rank order, scales and stores.
+  const auto finish = [&](int j) {
+    mbar_wait_parity(inbox_full + 8 * (j & 1), (j >> 1) & 1);
+    const std::int64_t t_own = tile_t0(j) + static_cast<int>(rank) * kRowsPerRank;
 #pragma unroll
-      for (int i = 0; i < kOwnedPerThread; ++i) {
-        const int e = tid + i * kThreads;
-        const std::int64_t t = t0 + static_cast<int>(rank) * kRowsPerRank + e / kBlockH;
-        const int h = h0 + e % kBlockH;
-        qs[i] = (e < kOwned && t < p.T && h < p.H) ? __ldg(p.q_scale + t * p.qs_t + h * p.qs_h) : 0.f;
+    for (int i = 0; i < kQuadsPerThread; ++i) {
+      const int e = tid + i * kThreads;
+      if (kQuads % kThreads != 0 && e >= kQuads) break;
+      const int row = e / kQuadsPerRow, col = kVec * (e % kQuadsPerRow);
+      float sums[kVec] = {};
+#pragma unroll
+      for (int r = 0; r < kClusterSize; ++r) {
+        const float* src = inbox + inbox_at(j & 1, r * kRowsPerRank + row, col);
+        if constexpr (kVec == 4) {
+          const float4 v = *reinterpret_cast<const float4*>(src);
+          sums[0] = __fadd_rn(sums[0], v.x);
+          sums[1] = __fadd_rn(sums[1], v.y);
+          sums[2] = __fadd_rn(sums[2], v.z);
+          sums[3] = __fadd_rn(sums[3], v.w);
+        } else {
+          sums[0] = __fadd_rn(sums[0], *src);
+        }
+      }
+      const std::int64_t t = t_own + row;
+      if (t >= p.T) continue;
+#pragma unroll
+      for (int c = 0; c < kVec; ++c) {
+        const int h = h0 + col + c;
+        if (h < p.H) {
+          p.out[t * p.out_t + static_cast<std::int64_t>(h) * p.out_h] =
+              scale_output(sums[c], p.n_heads_inv_sqrt, qs_prev[i][c], p.softmax_scale);
+        }
       }
     }
-    if constexpr (kTma) {
-      if (s == 0) mbar_wait_parity(w_full, 0);
-      mbar_wait_parity(slot_full + 8 * cur.slot, (s / kSlots) & 1);
+  };
+  // Start of tile tile_i: clear the group sums and fetch the q_scale values this CTA will need when
+  // it finishes the tile, now, so their latency hides behind the main loop.
+  const auto begin_tile = [&](int tile_i) {
+    zero(q);
+    const std::int64_t t0 = tile_t0(tile_i) + static_cast<int>(rank) * kRowsPerRank;
+#pragma unroll
+    for (int i = 0; i < kQuadsPerThread; ++i) {
+      const int e = tid + i * kThreads;
+      const std::int64_t t = t0 + e / kQuadsPerRow;
+      const int h = h0 + kVec * (e % kQuadsPerRow);
+#pragma unroll
+      for (int c = 0; c < kVec; ++c) {
+        qs[i][c] = (e < kQuads && t < p.T && h + c < p.H) ? __ldg(p.q_scale + t * p.qs_t + (h + c) * p.qs_h) : 0.f;
+      }
+    }
+  };
+  // Where this thread's group sums go (prefill mode): tile row r belongs to CTA r / kRowsPerRank, at
+  // its inbox row rank * kRowsPerRank + r % kRowsPerRank. A thread's rows are warp_row0 + 16 mt +
+  // 8 half + lane / 4 and kRowsPerRank >= 8, so the owner depends on (mt, half) only and the
+  // swizzle key (row & 7) is lane / 4: addresses are mapped once here, not per store.
+  static_assert(kWarpsK > 1 || kRowsPerRank % 8 == 0, "prefill tiles give each owner whole 8-row blocks");
+  std::uint32_t push_row[kMT][2], push_bar[kMT][2], push_col[kNT];
+  if constexpr (kWarpsK == 1) {
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int row = warp_row0 + mt * 16 + half * 8 + lane / 4;
+        const unsigned owner = row / kRowsPerRank;
+        push_row[mt][half] = map_to_rank(
+            smem_addr(inbox + (static_cast<int>(rank) * kRowsPerRank + row % kRowsPerRank) * kBlockH), owner);
+        push_bar[mt][half] = map_to_rank(inbox_full, owner);
+      }
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      push_col[nt] = 4 * ((warp_head0 + nt * 8 + 2 * (lane % 4)) ^ (((lane / 4) & kInboxSwizzle) << 3));
+    }
+  }
+  // End of tile tile_i: push the group sums into inbox buffer tile_i & 1 of the CTAs that own their
+  // rows, then finish the previous tile, whose sums have had a whole tile's time to arrive.
+  const auto end_tile = [&](int tile_i) {
+    const int buf = tile_i & 1;
+    cluster_wait();  // owners finished reading this buffer (tile_i - 2; tile 0: barrier init)
+    if (tid == 0) mbar_arrive_expect_tx(inbox_full + 8 * buf, kInboxBytes);
+    if constexpr (kWarpsK == 1) {
+      const std::uint32_t buf_bytes = buf * (kBlockT * kBlockH * sizeof(float));
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const std::uint32_t row_addr = push_row[mt][half] + buf_bytes, bar = push_bar[mt][half] + 8 * buf;
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) {
+            st_async_f2_mapped(row_addr + push_col[nt], bar, q[mt][nt][2 * half], q[mt][nt][2 * half + 1]);
+          }
+        }
     } else {
-      cp_async_wait<kSlots - 2>();
-      if constexpr (Cfg::kWgmma) fence_proxy_async();  // cp.async data is read by the async proxy
-    }
-    __syncthreads();
-    // Refill the slot everyone finished reading in iteration s - 1 before computing, so that
-    // kSlots - 1 slots are in flight during the MMAs (the ring is what hides HBM latency).
-    if (s + kSlots - 1 < num_waves) load_wave(ahead);
-    if constexpr (!kTma) cp_async_commit();
-    ahead.advance(waves_per_tile);
-
-    const std::uint32_t slot = smem_addr(x_smem) + cur.slot * (kChunksPerWave * kBlockT * kRowBytes);
-    const std::uint32_t w_base = smem_addr(w_smem);
-    if constexpr (Cfg::kWgmma) {
-      // Prefill with wgmma: warpgroup wg owns rows [64 wg, 64 wg + 64) x all heads; one
-      // 64 x kBlockH x 16 product per step, chained from zero as in the mma.sync paths. The
-      // chunks of the wave run as independent chains, interleaved step by step: one chain alone
-      // is latency-bound (8 dependent wgmmas per chunk).
-      static_assert(kWarpsK == 1 && kWarpRows == 16 && kMT == 1 && kBlockT % 64 == 0,
-                    "wgmma mode: warpgroups of 4 warps x 16 rows");
-      const std::uint32_t a_tile = slot + (wg / Cfg::kWarpsH) * 64 * kHalfRowBytes;
-      float acc[kChunksPerWarp][1][kNT][4];
-      int steps[kChunksPerWarp];
 #pragma unroll
-      for (int c = 0; c < kChunksPerWarp; ++c) {
-        zero(acc[c]);
-        steps[c] = chunk0 + c < nchunks ? chunk_steps(chunk0 + c) : 0;
+      for (int i = 0; i < kPairsPerThread; ++i) {
+        const int e = tid + i * kThreads;
+        if (e < kBlockT * kBlockH / 2) {
+          const int row = e / (kBlockH / 2), col = 2 * (e % (kBlockH / 2));
+          st_async_f2(smem_addr(inbox + inbox_at(buf, rank * kRowsPerRank + row % kRowsPerRank, col)),
+                      inbox_full + 8 * buf, row / kRowsPerRank, qd[i].x, qd[i].y);
+        }
       }
+    }
+    if (tile_i > 0) finish(tile_i - 1);
+    // The other buffer may be overwritten from here on: finish() consumed every value it read.
+    if (tile_i + 1 < my_tiles) cluster_arrive_relaxed();
+#pragma unroll
+    for (int i = 0; i < kQuadsPerThread; ++i)
+#pragma unroll
+      for (int c = 0; c < kVec; ++c) qs_prev[i][c] = qs[i][c];
+  };
+  const std::uint32_t w_base = smem_addr(w_smem);
+  const auto slot_addr = [&](int slot) {
+    return smem_addr(x_smem) + slot * (kChunksPerWave * kBlockT * kRowBytes);
+  };
+
+  if constexpr (Cfg::kWgmma) {
+    // Prefill with wgmma: warpgroup wg owns rows [64 wg, 64 wg + 64) x kWarpHeads heads; one
+    // 64 x kWarpHeads x 16 product per step, chained from zero as in the mma.sync paths.
+    // Software-pipelined by one wave: wave s's wgmmas are issued before wave s - 1's are waited for
+    // and summed, so the tensor cores run while the warps do the bookkeeping of the previous wave
+    // (one warp per scheduler: every instruction's latency is exposed otherwise).
+    static_assert(kTma, "wgmma mode reads TMA-written tiles");
+    static_assert(kWarpsK == 1 && kWarpRows == 16 && kMT == 1 && kBlockT % 64 == 0,
+                  "wgmma mode: warpgroups of 4 warps x 16 rows");
+    using Acc = float[1][kNT][4];
+    // Issues wave s (cursor at) into acc: waits for its x tile, then one wgmma chain from zero.
+    const auto issue = [&](Acc& acc, const Cursor& at, int s) {
+      if (s == 0) mbar_wait_parity(w_full, 0);
+      mbar_wait_parity(slot_full + 8 * at.slot, at.phase);
+      const int chunk0 = at.wave;
+      // Descriptors of step 0 (recomputing them per wgmma cost ~10 instructions each).
+      const std::uint32_t a_desc = smem_desc_lo(slot_addr(at.slot) + (wg / Cfg::kWarpsH) * 64 * kHalfRowBytes);
+      const std::uint32_t b_desc = smem_desc_lo(w_base + chunk0 * kBlockH * kRowBytes + warp_head0 * kHalfRowBytes);
+      // Every chunk is 8 steps (G % 128 == 0: fits() admits no other shape). The chain is fully
+      // unrolled: a guarded step loop made ptxas serialise it (warning C7519, NOTES.md version 12).
       wgmma_fence();
 #pragma unroll
       for (int st = 0; st < kChunk / kMmaK; ++st) {
-#pragma unroll
-        for (int c = 0; c < kChunksPerWarp; ++c) {
-          if (st < steps[c]) {
-            const std::uint32_t koff = (st & 3) * (kMmaK * 2);
-            const std::uint32_t b_tile = w_base + (chunk0 + c) * kBlockH * kRowBytes + warp_head0 * kHalfRowBytes;
-            wgmma_m64k16<kWarpHeads>(acc[c][0],
-                                  smem_desc(a_tile + c * kBlockT * kRowBytes + (st >> 2) * kBlockT * kHalfRowBytes + koff),
-                                  smem_desc(b_tile + (st >> 2) * kBlockH * kHalfRowBytes + koff));
-          }
-        }
+        constexpr int kKOff = kMmaK * 2;  // bytes of one k16 step inside a 128-byte half row
+        // Step 0 starts from zero (scale-d = 0), as the mma.sync paths start from a zero accumulator.
+        wgmma_m64k16<kWarpHeads>(acc[0], a_desc + (((st >> 2) * kBlockT * kHalfRowBytes + (st & 3) * kKOff) >> 4),
+                                 b_desc + (((st >> 2) * kBlockH * kHalfRowBytes + (st & 3) * kKOff) >> 4), st > 0);
       }
       wgmma_commit();
-      wgmma_wait_all();
-      // Pin the accumulators after the wait: the wait names no registers, so without this the
-      // compiler could read them earlier.
+    };
+    // Every slot is in flight from the start: the prologue filled kSlots - 1, this fills the last
+    // one, and retiring wave s refills its slot with wave s + kSlots.
+    if (kSlots - 1 < num_waves) load_wave(ahead);
+    ahead.advance(waves_per_tile);
+    // Waits for the wave in flight and pins its accumulators (the wait names no registers: without
+    // the pin the compiler could read them earlier).
+    const auto complete = [&](Acc& acc) {
+      wgmma_wait<0>();
 #pragma unroll
-      for (int c = 0; c < kChunksPerWarp; ++c)
+      for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(acc[c][0][nt][i])::"memory");
-#pragma unroll
-      for (int c = 0; c < kChunksPerWarp; ++c) {
-        if (steps[c] > 0) accumulate(q, acc[c]);
+        for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(acc[0][nt][i])::"memory");
+    };
+    // Retires wave s (cursor at), already summed into q: once every warp is done with it, its slot
+    // is refilled with wave s + kSlots, and a finished tile is pushed.
+    const auto retire = [&](const Cursor& at, int s) {
+      __syncthreads();  // every warpgroup is done reading slot at.slot
+      if (tid == 0) {  // the TMA issuer: the only thread that needs the refill cursor
+        if (s + kSlots < num_waves) load_wave(ahead);
+        ahead.advance(waves_per_tile);
       }
-    } else if constexpr (kWarpsK == 1) {
-      // Prefill mode: the wave's chunks run as independent MMA chains (more work in flight per
-      // warp), then join q in chunk order.
-      float acc[kChunksPerWarp][kMT][kNT][4];
-      if (chunk0 + kChunksPerWarp <= nchunks && chunk_steps(chunk0 + kChunksPerWarp - 1) == kChunk / kMmaK) {
-#pragma unroll
-        for (int c = 0; c < kChunksPerWarp; ++c) zero(acc[c]);
-#pragma unroll
-        for (int step = 0; step < kChunk / kMmaK; ++step)
-#pragma unroll
-          for (int c = 0; c < kChunksPerWarp; ++c)
-            warp_mma_step_at(acc[c], slot + c * kBlockT * kRowBytes + frag.a[step],
-                             w_base + (chunk0 + c) * kBlockH * kRowBytes + frag.b[step]);
-#pragma unroll
-        for (int c = 0; c < kChunksPerWarp; ++c) accumulate(q, acc[c]);
-      } else {
-#pragma unroll
-        for (int c = 0; c < kChunksPerWarp; ++c) {
-          if (chunk0 + c < nchunks) {
-            chunk_mma(acc[c], frag, slot + c * kBlockT * kRowBytes, w_base + (chunk0 + c) * kBlockH * kRowBytes,
-                      chunk_steps(chunk0 + c));
-            accumulate(q, acc[c]);
-          }
-        }
-      }
-    } else {
-      // Decode mode: warp set warp_chunk runs chunk chunk0 + warp_chunk.
+      if (at.wave == waves_per_tile - 1) end_tile(at.tile);
+    };
+    // Iteration s sums wave s - 1 into q, issues wave s, and retires wave s - 1 (barrier, refill,
+    // end of tile) while wave s runs on the tensor cores. One accumulator set, one issue site: the
+    // version with two alternating sets (summing one while the other ran) made ptxas serialise every
+    // wgmma (warning C7514) and quadrupled the code, which slowed the first call (NOTES.md).
+    Acc acc;
+    Cursor cur, prev;  // the wave to issue, the wave in flight
+    issue(acc, cur, 0);
+    prev = cur;
+    cur.advance(waves_per_tile);
+#pragma unroll 1
+    for (int s = 1; s <= num_waves; ++s) {
+      complete(acc);  // wave s - 1 is done in this warp
+      if (prev.wave == 0) begin_tile(prev.tile);
+      accumulate(q, acc);
+      if (s < num_waves) issue(acc, cur, s);
+      retire(prev, s - 1);
+      prev = cur;
+      cur.advance(waves_per_tile);
+    }
+    // Nothing is in flight here (the last iteration issued nothing); ptxas cannot tell, and would
+    // inject this wait itself with a warning (C7517).
+    wgmma_wait<0>();
+  } else {
+    // Decode mode: the chunks of a wave run side by side, warp set warp_chunk on chunk
+    // chunk0 + warp_chunk; their partials meet in shared memory and join q in chunk order.
+    static_assert(kWarpsK > 1 && !kTma, "decode mode: chunk-parallel warp sets fed by cp.async");
+    Cursor cur;  // the wave to compute
+#pragma unroll 1
+    for (int s = 0; s < num_waves; ++s, cur.advance(waves_per_tile)) {
+      const int tile_i = cur.tile;
+      const int wave_in_tile = cur.wave;
+      const int chunk0 = wave_in_tile * kChunksPerWave;
+      if (wave_in_tile == 0) begin_tile(tile_i);
+      cp_async_wait<kSlots - 2>();
+      __syncthreads();
+      // Refill the slot everyone finished reading in iteration s - 1 before computing, so that
+      // kSlots - 1 slots are in flight during the MMAs (the ring is what hides HBM latency).
+      if (s + kSlots - 1 < num_waves) load_wave(ahead);
+      cp_async_commit();
+      ahead.advance(waves_per_tile);
+
       const int chunk = chunk0 + warp_chunk;
       float acc[kMT][kNT][4];
       if (chunk < nchunks) {
-        chunk_mma(acc, frag, slot + warp_chunk * kBlockT * kRowBytes, w_base + chunk * kBlockH * kRowBytes,
-                  chunk_steps(chunk));
+        chunk_mma(acc, frag, slot_addr(cur.slot) + warp_chunk * kBlockT * kRowBytes,
+                  w_base + chunk * kBlockH * kRowBytes, chunk_steps(chunk));
       } else {
         zero(acc);
       }
@@ -429,11 +586,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
             *reinterpret_cast<float2*>(part + (warp_chunk * kBlockT + row) * kRedPitch + col) =
                 make_float2(acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]);
           }
-    }
-
-
-    const bool tile_done = wave_in_tile == waves_per_tile - 1;
-    if constexpr (kWarpsK > 1) {
       __syncthreads();  // the wave's chunk partials are in shared memory
       // Join them to q in chunk order; thread tid keeps q of the flat (row, head pair) slots
       // tid + i * kThreads across the waves of a tile.
@@ -451,65 +603,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
           }
         }
       }
-      if (!tile_done) __syncthreads();  // part is rewritten by the next wave
-    }
-    if (!tile_done) continue;
-
-    // Tile done: push the group sums to the CTAs that own their rows, then finish the owned rows.
-    cluster_wait();  // owners finished reading the previous tile's inbox (tile 0: barrier init)
-    if (tid == 0) mbar_arrive_expect_tx(inbox_full, kInboxBytes);
-    if constexpr (kWarpsK == 1) {
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            const int row = warp_row0 + mt * 16 + lane / 4 + half * 8;
-            const int col = warp_head0 + nt * 8 + 2 * (lane % 4);
-            st_async_f2(smem_addr(inbox + (rank * kRowsPerRank + row % kRowsPerRank) * kRedPitch + col),
-                        inbox_full, row / kRowsPerRank, q[mt][nt][2 * half], q[mt][nt][2 * half + 1]);
-          }
-    } else {
-#pragma unroll
-      for (int i = 0; i < kPairsPerThread; ++i) {
-        const int e = tid + i * kThreads;
-        if (e < kBlockT * kBlockH / 2) {
-          const int row = e / (kBlockH / 2), col = 2 * (e % (kBlockH / 2));
-          st_async_f2(smem_addr(inbox + (rank * kRowsPerRank + row % kRowsPerRank) * kRedPitch + col),
-                      inbox_full, row / kRowsPerRank, qd[i].x, qd[i].y);
-        }
-      }
-    }
-    mbar_wait_parity(inbox_full, tile_i & 1);  // every CTA's sums for my rows have landed
-    const std::int64_t t_own = tile_t0(tile_i) + static_cast<int>(rank) * kRowsPerRank;
-    float total[kOwnedPerThread];
-#pragma unroll
-    for (int i = 0; i < kOwnedPerThread; ++i) {
-      const int e = tid + i * kThreads;
-      const int row = e / kBlockH, col = e % kBlockH;
-      total[i] = 0.f;
-      if (e < kOwned) {
-#pragma unroll
-        for (int r = 0; r < kClusterSize; ++r) {
-          total[i] = __fadd_rn(total[i], inbox[(r * kRowsPerRank + row) * kRedPitch + col]);
-        }
-      }
-    }
-    // My inbox may be overwritten from here on: the sums above consumed every value read from it.
-    const bool last_tile = tile_i == my_tiles - 1;
-    if (!last_tile) cluster_arrive_relaxed();
-#pragma unroll
-    for (int i = 0; i < kOwnedPerThread; ++i) {
-      const int e = tid + i * kThreads;
-      const std::int64_t t = t_own + e / kBlockH;
-      const int h = h0 + e % kBlockH;
-      if (e < kOwned && t < p.T && h < p.H) {
-        p.out[t * p.out_t + static_cast<std::int64_t>(h) * p.out_h] =
-            scale_output(total[i], p.n_heads_inv_sqrt, qs[i], p.softmax_scale);
+      const bool tile_done = wave_in_tile == waves_per_tile - 1;
+      if (tile_done) {
+        end_tile(tile_i);
+      } else {
+        __syncthreads();  // part is rewritten by the next wave
       }
     }
   }
+  finish(my_tiles - 1);
   // No barrier at the end: once a CTA's inbox barrier completed for its last tile, no peer writes
   // to its shared memory any more.
 #endif
@@ -542,8 +644,10 @@ std::size_t smem_bytes(const KernelParams& p) {
   const int nchunks = (p.G + kChunk - 1) / kChunk;
   const std::size_t red_tile = static_cast<std::size_t>(Cfg::kBlockT) * (Cfg::kBlockH + 8) * sizeof(float);
   return static_cast<std::size_t>(nchunks) * Cfg::kBlockH * kRowBytes +
-         static_cast<std::size_t>(Cfg::kSlots) * Cfg::kWarpsK * Cfg::kChunksPerWarp * Cfg::kBlockT * kRowBytes +
-         (Cfg::kWarpsK > 1 ? Cfg::kWarpsK * red_tile : 0) + red_tile + 8 * (2 + Cfg::kSlots) /* mbarriers */;
+         static_cast<std::size_t>(Cfg::kSlots) * Cfg::kWarpsK * Cfg::kBlockT * kRowBytes +
+         (Cfg::kWarpsK > 1 ? Cfg::kWarpsK * red_tile : 0) +
+         2 * static_cast<std::size_t>(Cfg::kBlockT) * Cfg::kBlockH * sizeof(float) /* inbox */ +
+         8 * (3 + Cfg::kSlots) /* mbarriers */;
 }
 
 int device_max_smem(int device) {
@@ -600,13 +704,18 @@ int max_active_clusters(int device, std::size_t smem) {
   return n;
 }
 
+// Prefill tiles also need every chunk full (G % 128 == 0, that is K % 1024 == 0: DeepSeek-V3.2's
+// 7168 and GLM-5's 6144): one fixed wgmma chain per wave keeps their code small (a variant per
+// short-chunk length tripled it and slowed the first call, NOTES.md version 13).
 template <class Cfg>
 bool fits(const KernelParams& p, int device) {
-  return smem_bytes<Cfg>(p) <= static_cast<std::size_t>(device_max_smem(device));
+  return (!Cfg::kWgmma || p.G % kChunk == 0) &&
+         smem_bytes<Cfg>(p) <= static_cast<std::size_t>(device_max_smem(device));
 }
 
 template <class Cfg>
 void launch(const KernelParams& p, int device, cudaStream_t stream) {
+  DSA_CHECK(fits<Cfg>(p, device), "sm90 tile " << Cfg::name() << " does not apply to K = " << p.K);
   const std::size_t smem = smem_bytes<Cfg>(p);
   const int clusters = max_active_clusters<Cfg>(device, smem);
   const std::int64_t head_groups = (p.H + Cfg::kBlockH - 1) / Cfg::kBlockH;
@@ -626,30 +735,35 @@ void launch(const KernelParams& p, int device, cudaStream_t stream) {
   DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, sm90_logits_head_gate_kernel<Cfg>, p, tmap_x, tmap_w));
 }
 
-template <int kT, int kH, int kWT, int kWH, int kWK, int kCPW, int kSlots_, bool kWgmma_ = false,
-          bool kTma_ = false>
+// kPrefill: TMA-fed wgmma tile (prefill mode); otherwise cp.async-fed mma.sync (decode mode).
+template <int kT, int kH, int kWT, int kWH, int kWK, int kSlots_, bool kPrefill = false>
 struct Config {
-  static constexpr bool kWgmma = kWgmma_, kTma = kTma_;
+  static constexpr bool kWgmma = kPrefill, kTma = kPrefill;
   static constexpr int kBlockT = kT, kBlockH = kH, kWarpsT = kWT, kWarpsH = kWH, kWarpsK = kWK;
-  static constexpr int kChunksPerWarp = kCPW, kSlots = kSlots_;
+  static constexpr int kSlots = kSlots_;
   static constexpr int kThreads = 32 * kWT * kWH * kWK;
   static_assert(kT % (16 * kWT) == 0 && kH % (8 * kWH) == 0, "warp tiles are m16 x n8 multiples");
+  static std::string label() {
+    return "T" + std::to_string(kT) + "H" + std::to_string(kH) + (kPrefill ? "tma" : "");
+  }
   static std::string name() {
     return "sm90_cluster8<T" + std::to_string(kT) + ",H" + std::to_string(kH) + ",warps" +
-           std::to_string(kWT) + "x" + std::to_string(kWH) + "x" + std::to_string(kWK) + ",chunks" +
-           std::to_string(kWK * kCPW) + ",slots" + std::to_string(kSlots_) + (kWgmma_ ? ",wgmma" : "") + (kTma_ ? ",tma" : "") + ">";
+           std::to_string(kWT) + "x" + std::to_string(kWH) + "x" + std::to_string(kWK) + ",slots" +
+           std::to_string(kSlots_) + (kPrefill ? ",tma,wgmma" : ",cp.async,mma.sync") + ">";
   }
 };
 
-// The instantiated tiles; Sm90Tile in the header names them in this order. Warps: tokens x heads x
-// chunk sets; chunks: chunks of K per ring slot; slots: ring depth. Tiles that lost in the sweep
-// (all-mma.sync prefill tiles, wgmma without TMA, two chunks per slot) are in NOTES.md.
-using ConfigT16H8 = Config<16, 8, 1, 1, 8, 1, 2>;
-using ConfigT16H16 = Config<16, 16, 1, 1, 8, 1, 2>;
-using ConfigT32H32 = Config<32, 32, 2, 1, 4, 1, 2>;
-using ConfigT64H32 = Config<64, 32, 4, 2, 1, 1, 10>;
-using ConfigT64H64Tma = Config<64, 64, 4, 1, 1, 1, 6, true, true>;
-using ConfigT128H32Tma = Config<128, 32, 8, 1, 1, 1, 4, true, true>;
+// The instantiated tiles; Sm90Tile in the header names them. Warps: tokens x heads x chunk sets
+// (= chunks of K per ring slot); slots: ring depth. Tiles that lost in the sweeps (mma.sync
+// prefill tiles, wgmma without TMA, two chunks per slot, two warpgroups splitting 64 heads) are in
+// NOTES.md.
+using ConfigT16H8 = Config<16, 8, 1, 1, 8, 2>;
+using ConfigT16H16 = Config<16, 16, 1, 1, 8, 2>;
+using ConfigT32H32 = Config<32, 32, 2, 1, 4, 2>;
+using ConfigT64H16Tma = Config<64, 16, 4, 1, 1, 4, true>;
+using ConfigT64H32Tma = Config<64, 32, 4, 1, 1, 4, true>;
+using ConfigT64H64Tma = Config<64, 64, 4, 1, 1, 5, true>;
+using ConfigT128H32Tma = Config<128, 32, 8, 1, 1, 4, true>;
 
 template <class F>
 auto visit(Sm90Tile tile, F&& f) {
@@ -657,7 +771,8 @@ auto visit(Sm90Tile tile, F&& f) {
     case Sm90Tile::kT16H8: return f(ConfigT16H8{});
     case Sm90Tile::kT16H16: return f(ConfigT16H16{});
     case Sm90Tile::kT32H32: return f(ConfigT32H32{});
-    case Sm90Tile::kT64H32: return f(ConfigT64H32{});
+    case Sm90Tile::kT64H16Tma: return f(ConfigT64H16Tma{});
+    case Sm90Tile::kT64H32Tma: return f(ConfigT64H32Tma{});
     case Sm90Tile::kT64H64Tma: return f(ConfigT64H64Tma{});
     case Sm90Tile::kT128H32Tma: return f(ConfigT128H32Tma{});
   }
@@ -672,6 +787,10 @@ bool sm90_tile_fits(Sm90Tile tile, const KernelParams& p, int device) {
 
 std::string sm90_tile_name(Sm90Tile tile) {
   return visit(tile, [](auto cfg) { return decltype(cfg)::name(); });
+}
+
+std::string sm90_tile_label(Sm90Tile tile) {
+  return visit(tile, [](auto cfg) { return decltype(cfg)::label(); });
 }
 
 void launch_sm90(Sm90Tile tile, const KernelParams& p, int device, cudaStream_t stream) {

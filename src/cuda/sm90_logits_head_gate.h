@@ -11,13 +11,16 @@ namespace dsa_indexer::cuda {
 
 // Token tile x head tile of one CTA; every tile computes bitwise the same result (same K groups,
 // chunks and MMA), they differ only in how the work is spread over the GPU.
-enum class Sm90Tile { kT16H8, kT16H16, kT32H32, kT64H32, kT64H64Tma, kT128H32Tma };
-constexpr Sm90Tile kAllSm90Tiles[] = {Sm90Tile::kT16H8,  Sm90Tile::kT16H16,    Sm90Tile::kT32H32,
-                                      Sm90Tile::kT64H32, Sm90Tile::kT64H64Tma, Sm90Tile::kT128H32Tma};
+enum class Sm90Tile { kT16H8, kT16H16, kT32H32, kT64H16Tma, kT64H32Tma, kT64H64Tma, kT128H32Tma };
+constexpr Sm90Tile kAllSm90Tiles[] = {Sm90Tile::kT16H8,      Sm90Tile::kT16H16,    Sm90Tile::kT32H32,
+                                      Sm90Tile::kT64H16Tma,  Sm90Tile::kT64H32Tma, Sm90Tile::kT64H64Tma,
+                                      Sm90Tile::kT128H32Tma};
 
 // Whether the tile's shared memory (resident weight slice + x ring + reduction buffer) fits.
 bool sm90_tile_fits(Sm90Tile tile, const KernelParams& p, int device);
 std::string sm90_tile_name(Sm90Tile tile);
+// Short label for tables: "T64H64tma" and the like.
+std::string sm90_tile_label(Sm90Tile tile);
 
 // Enqueues the kernel; preconditions (checked by the dispatcher): compute capability 9.0,
 // K % 128 == 0, x and weight 16-byte aligned with row strides multiple of 8, T >= 1.
