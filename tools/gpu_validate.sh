@@ -57,11 +57,13 @@ fi
 step pytest 300 python3 -m pytest -q -ra -p no:cacheprovider -n 8 tests/python
 step bench 420 tools/run_gpu_bench.sh "$res/bench"
 
-filter='*CudaAuto_T64_H64_K7168*:*CudaAuto_T1000_H32_K6144*:*CudaPortable_T3_H7_K100*:Cuda/CudaTest.FastPathBitwiseEqualsPortable/*'
-step memcheck 180 compute-sanitizer --tool memcheck --error-exitcode 1 "$bin/dsa_indexer_tests" --gtest_filter="$filter"
-step racecheck 180 compute-sanitizer --tool racecheck --error-exitcode 1 "$bin/dsa_indexer_tests" \
-  --gtest_filter='*CudaAuto_T64_H64_K7168*:*CudaAuto_T1000_H32_K6144*:*CudaPortable_T3_H7_K100*'
-step sweep 120 "$bin/sweep_sm90_tiles" --T 1,16,64,128,256,512,1024,4096,65536 --json "$res/sweep.json"
+# One shape per kind of kernel: decode tile (T = 64), 64-token TMA tile (T = 1000, GLM), the
+# streamed-weight 128-token tile with a one-row last tile (T = 4097, DeepSeek), the portable kernel.
+shapes='*CudaAuto_T64_H64_K7168*:*CudaAuto_T1000_H32_K6144*:*CudaAuto_T4097_H64_K7168*:*CudaPortable_T3_H7_K100*'
+step memcheck 180 compute-sanitizer --tool memcheck --error-exitcode 1 "$bin/dsa_indexer_tests" \
+  --gtest_filter="$shapes:Cuda/CudaTest.FastPathBitwiseEqualsPortable/*"
+step racecheck 240 compute-sanitizer --tool racecheck --error-exitcode 1 "$bin/dsa_indexer_tests" --gtest_filter="$shapes"
+step sweep 150 "$bin/sweep_sm90_tiles" --T 1,8,16,32,64,128,256,512,1024,2048,4096,8192,16384,32768,65536 --json "$res/sweep.json"
 
 echo "== done: $(grep -c 'exit 0' "$res/summary.txt") of $(wc -l <"$res/summary.txt") steps passed"
 exit $failed

@@ -1,6 +1,8 @@
 // Dev tool: checks every sm_90a tile against the portable kernel (bitwise) and a float64 reference
 // (sampled rows), then times each tile, the portable kernel and the public dispatch over CUDA-graph
-// replays with rotating inputs. Its table is what the dispatch thresholds in
+// replays with rotating inputs, beside two reference points timed the same way: an empty kernel
+// (what one graph node costs) and a kernel that only streams the op's bytes (what moving them
+// costs before any arithmetic). Its table is what the dispatch thresholds in
 // src/cuda/cuda_logits_head_gate.cpp were chosen from (numbers in src/cuda/NOTES.md).
 // Build: cmake -B build -DDSA_INDEXER_BUILD_DEV=ON && cmake --build build --target sweep_sm90_tiles
 // Run:   ./build/dev/cuda/sweep_sm90_tiles [--shapes 7168x64,6144x32] [--T 1,2,4,...] [--json file]
@@ -78,6 +80,47 @@ double time_graph(cudaStream_t s, int n, F&& launch) {
   return ms[ms.size() / 2] * 1000.0 / n;
 }
 
+// Launch rules of the head gate's kernel (programmatic dependent launch): the next kernel may start
+// its prologue early, but waits for this one before reading memory.
+__device__ __forceinline__ void pdl_begin() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__global__ void empty_kernel() { pdl_begin(); }
+
+// Reads x, the weight and q_scale once with 16-byte loads spread over the whole GPU and writes the
+// output's bytes: the op's memory traffic with no arithmetic. The stores depend on every load, so
+// nothing is optimised away.
+__global__ void __launch_bounds__(512) read_probe_kernel(const uint4* x, std::size_t nx, const uint4* w,
+                                                          std::size_t nw, const uint4* q, std::size_t nq,
+                                                          uint4* out, std::size_t nout) {
+  pdl_begin();
+  const std::size_t stride = static_cast<std::size_t>(gridDim.x) * blockDim.x;
+  const std::size_t first = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  unsigned acc = 0;
+  for (std::size_t i = first; i < nx + nw + nq; i += stride) {
+    const uint4 v = i < nx ? __ldg(x + i) : i < nx + nw ? __ldg(w + (i - nx)) : __ldg(q + (i - nx - nw));
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  for (std::size_t i = first; i < nout; i += stride) out[i] = make_uint4(acc, acc, acc, acc);
+}
+
+template <class... Args>
+void launch_probe(void (*kernel)(Args...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.stream = s;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -106,7 +149,7 @@ int main(int argc, char** argv) {
     const int K = static_cast<int>(shapes[si]), H = static_cast<int>(shapes[si + 1]);
     std::printf("\n== K=%d H=%d ==\n%8s", K, H, "T");
     for (Sm90Tile tile : kAllSm90Tiles) std::printf(" %12s", sm90_tile_label(tile).c_str());
-    std::printf(" %9s %9s  auto choice\n", "generic", "auto");
+    std::printf(" %9s %9s %9s %9s  auto choice\n", "generic", "auto", "empty", "read");
     // Weight: one buffer (engines keep it resident).
     std::vector<std::uint16_t> hw(static_cast<std::size_t>(H) * K);
     std::normal_distribution<float> nd(0.f, 1.f);
@@ -191,6 +234,14 @@ int main(int argc, char** argv) {
       }
       us.push_back(time_graph(s, std::max(nbuf, 20), [&](int i) { launch_generic(kparams(i % nbuf), s); }));
       us.push_back(time_graph(s, std::max(nbuf, 20), [&](int i) { logits_head_gate_cuda(params(i % nbuf), s); }));
+      us.push_back(time_graph(s, std::max(nbuf, 20), [&](int) { launch_probe(empty_kernel, dim3(1), dim3(32), s); }));
+      us.push_back(time_graph(s, std::max(nbuf, 20), [&](int i) {
+        const int b = i % nbuf;
+        launch_probe(read_probe_kernel, dim3(4 * prop.multiProcessorCount), dim3(512), s,
+                     reinterpret_cast<const uint4*>(dx[b]), xbytes / 16, reinterpret_cast<const uint4*>(dw),
+                     hw.size() * 2 / 16, reinterpret_cast<const uint4*>(dq[b]), hq.size() * 4 / 16,
+                     reinterpret_cast<uint4*>(dout[b]), hq.size() * 4 / 16);
+      }));
       all_ok = all_ok && ok;
       std::printf("%8ld", T);
       for (double u : us) std::printf(" %12.2f", u);
@@ -202,8 +253,9 @@ int main(int argc, char** argv) {
                      K, H, T, rel, ok ? "true" : "false");
         first_rec = false;
         for (std::size_t i = 0; i < us.size(); ++i) {
-          const std::string name = i < std::size(kAllSm90Tiles) ? sm90_tile_name(kAllSm90Tiles[i])
-                                   : (i == std::size(kAllSm90Tiles) ? "generic" : "auto");
+          static const char* const kExtra[] = {"generic", "auto", "empty_kernel", "read_probe"};
+          const std::size_t n = std::size(kAllSm90Tiles);
+          const std::string name = i < n ? sm90_tile_name(kAllSm90Tiles[i]) : kExtra[i - n];
           if (std::isnan(us[i])) std::fprintf(js, "%s\"%s\": null", i ? ", " : "", name.c_str());
           else std::fprintf(js, "%s\"%s\": %.3f", i ? ", " : "", name.c_str(), us[i]);
         }

@@ -99,11 +99,14 @@ struct Choice {
 //   side by side (mma.sync, cp.async).
 // - mid T: 32-token tiles, then 64-token TMA + wgmma tiles with 16 or 32 heads: more clusters
 //   than all-head tiles give, at the price of reading x once per head group (from L2 at these T).
-// - prefill: all heads per cluster where the weight slice leaves room for the ring (H <= 64 at
-//   K = 7168), so each CTA loads its slice once and x crosses HBM once; 128-token tiles at
-//   H <= 32 (more bytes per wave, same per-wave overhead).
+// - prefill: all heads per cluster, so x crosses HBM once. At H <= 32 the weight slice stays
+//   resident beside a ring of 128-token tiles. At H = 64 (K = 7168) a resident slice (112 KB)
+//   leaves room only for 64-token tiles, which issue too few bytes per instruction: from T = 4096
+//   on, T128H64ws streams the weight chunk from L2 with each wave instead (sweep 21: 243 vs 274 us
+//   at T = 65536, 23.0 vs 22.5 at 4096; sweep 20: behind at 2048).
 // Tried and lost (numbers in NOTES.md): mma.sync prefill tiles, cp.async feeding wgmma, two chunks
-// per ring slot, two warpgroups splitting the heads of a 64 x 64 tile.
+// per ring slot, two warpgroups splitting the heads of a 64 x 64 tile, L2 prefetch of x ahead of
+// the ring.
 Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   Choice c;
   if (path == CudaPath::kPortable) return c.reason = "portable path requested", c;
@@ -115,7 +118,7 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   }
   // TMA coordinates are 32-bit; beyond that the portable kernel takes over.
   if (k.T >= (std::int64_t{1} << 31)) return c.reason = "T >= 2^31", c;
-  Sm90Tile order[5];
+  Sm90Tile order[6];
   int n = 0;
   if (k.H <= 32) {
     if (k.T <= 128) {
@@ -137,7 +140,11 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
       order[n++] = Sm90Tile::kT32H32;
     } else if (k.T <= 256) {
       order[n++] = Sm90Tile::kT64H32Tma;
+    } else if (k.T <= 2048) {
+      order[n++] = Sm90Tile::kT64H64Tma;
+      order[n++] = Sm90Tile::kT64H32Tma;
     } else {
+      order[n++] = Sm90Tile::kT128H64Ws;
       order[n++] = Sm90Tile::kT64H64Tma;
       order[n++] = Sm90Tile::kT64H32Tma;
     }

@@ -1,7 +1,8 @@
 // sm_90a kernel of the head gate: a cluster of 8 CTAs splits K into the 8 groups of
-// kernel_params.h; each CTA keeps its group's slice of the weight resident in shared memory,
-// streams the matching columns of x through a ring, and the cluster sums the 8 group partials
-// through distributed shared memory in rank order. Persistent over token tiles.
+// kernel_params.h; each CTA keeps its group's slice of the weight resident in shared memory (or,
+// in the T128H64 tile, streams it from L2 beside x), streams the matching columns of x through a
+// ring, and the cluster sums the 8 group partials through distributed shared memory in rank order.
+// Persistent over token tiles.
 // Decode tiles (16/32 tokens, few heads per CTA, every chunk of a group in flight at once) use
 // cp.async and mma.sync; prefill tiles (64/128 tokens) use TMA and wgmma. Both keep the same
 // summation, so results are bitwise equal for every T: see NOTES.md beside this file.
@@ -88,13 +89,25 @@ __device__ __forceinline__ std::uint32_t map_to_rank(std::uint32_t local_addr, u
   return remote;
 }
 
-// Bulk tensor copy (TMA) of one box into this CTA's shared memory, completing on an mbarrier.
+// Bulk tensor copy (TMA) of one box into this CTA's shared memory, completing on an mbarrier, with
+// an L2 eviction policy (l2_policy_*).
 __device__ __forceinline__ void tma_load_2d(std::uint32_t dst, const CUtensorMap* map, int col, int row,
-                                            std::uint32_t bar) {
+                                            std::uint32_t bar, std::uint64_t policy) {
   asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
-      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(col), "r"(row), "r"(bar)
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(col), "r"(row), "r"(bar), "l"(policy)
       : "memory");
+}
+// x is read once: its lines go first, so that the weight, read by every cluster, stays in L2.
+__device__ __forceinline__ std::uint64_t l2_policy_evict_first() {
+  std::uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+__device__ __forceinline__ std::uint64_t l2_policy_evict_last() {
+  std::uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
 }
 
 // wgmma (sm_90a): a warpgroup's 64 x N x 16 product from two shared-memory descriptors, both
@@ -155,9 +168,10 @@ __device__ __forceinline__ void wgmma_m64k16(float (&d)[kN / 8][4], std::uint32_
 
 #endif  // DSA_SM90_BODY
 
-// Shared memory: [weight slice: nchunks x kBlockH rows][x ring: kSlots x kWarpsK chunks x kBlockT
-// rows][chunk partials (decode mode): kWarpsK x kBlockT x kRedPitch][inbox: 2 buffers x 8 source
-// ranks x kRowsPerRank x kBlockH][mbarriers]. Tile rows are 128 bf16, swizzled (mma_sm80.cuh).
+// Shared memory: [weight slice: nchunks x kBlockH rows (none if streamed)][x ring: kSlots x
+// (kWarpsK chunks x kBlockT rows (+ the weight chunk, kBlockH rows, if streamed))][chunk partials
+// (decode mode): kWarpsK x kBlockT x kRedPitch][inbox: kInboxBufs buffers x 8 source ranks x
+// kRowsPerRank x kBlockH][mbarriers]. Tile rows are 128 bf16, swizzled (mma_sm80.cuh).
 //
 // Two modes, one arithmetic:
 // - prefill (kWarpsK == 1, TMA + wgmma): a warpgroup owns 64 tokens x its heads and walks the
@@ -168,15 +182,23 @@ __device__ __forceinline__ void wgmma_m64k16(float (&d)[kN / 8][4], std::uint32_
 // CTA that owns the rows (remote stores do not stall), and each owner adds the 8 in rank order. The
 // inbox is double-buffered and the owner finishes tile i only at the end of tile i + 1: waiting for
 // the slowest of the 8 CTAs right after the push cost 18% of the prefill kernel's time (ncu source
-// counters, NOTES.md version 12); one tile later the sums have long arrived.
+// counters, NOTES.md version 12); one tile later the sums have long arrived. The T128H64 tile has one
+// buffer (its 32 KB make the fourth ring slot) and finishes tile i half way through tile i + 1.
 template <class Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel(
     const KernelParams p, const __grid_constant__ CUtensorMap tmap_x, const __grid_constant__ CUtensorMap tmap_w) {
 #ifdef DSA_SM90_BODY
   constexpr int kBlockT = Cfg::kBlockT, kBlockH = Cfg::kBlockH, kWarpsK = Cfg::kWarpsK;
   constexpr int kSlots = Cfg::kSlots, kThreads = Cfg::kThreads;
+  constexpr bool kPrefill = Cfg::kPrefill, kStreamW = Cfg::kStreamW;
   constexpr int kChunksPerWave = kWarpsK;  // chunks of K per ring slot: one per warp set
-  static_assert(Cfg::kWgmma == (kWarpsK == 1), "prefill mode (one chunk per wave) is the wgmma mode");
+  static_assert(kPrefill == (kWarpsK == 1), "prefill mode (one chunk per wave) is the wgmma mode");
+  static_assert(kPrefill || !kStreamW, "only prefill tiles stream the weight");
+  // A ring slot: the wave's x chunks, then (weight streamed) the weight chunk they multiply.
+  constexpr int kXSlotBytes = kChunksPerWave * kBlockT * kRowBytes;
+  constexpr int kSlotBytes = kXSlotBytes + (kStreamW ? kBlockH * kRowBytes : 0);
+  constexpr int kInboxBufs = Cfg::kInboxBufs;
+  static_assert(kInboxBufs == 2 || (kInboxBufs == 1 && kPrefill), "one inbox buffer: prefill tiles only");
   constexpr int kWarpRows = kBlockT / Cfg::kWarpsT, kWarpHeads = kBlockH / Cfg::kWarpsH;
   constexpr int kMT = kWarpRows / 16, kNT = kWarpHeads / 8;
   constexpr int kRedPitch = kBlockH + 8;  // floats; +8 keeps the float2 stores conflict-free
@@ -198,10 +220,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   extern __shared__ __align__(1024) unsigned char smem[];
   const int nchunks = (p.G + kChunk - 1) / kChunk;
   unsigned char* w_smem = smem;
-  unsigned char* x_smem = w_smem + nchunks * kBlockH * kRowBytes;
-  float* part = reinterpret_cast<float*>(x_smem + kSlots * kChunksPerWave * kBlockT * kRowBytes);
-  float* inbox = part + (kWarpsK > 1 ? kWarpsK * kBlockT * kRedPitch : 0);  // [2][kBlockT * kBlockH]
-  const std::uint32_t inbox_full = smem_addr(inbox + 2 * kBlockT * kBlockH);  // mbarriers [2]
+  unsigned char* x_smem = w_smem + (kStreamW ? 0 : nchunks * kBlockH * kRowBytes);
+  float* part = reinterpret_cast<float*>(x_smem + kSlots * kSlotBytes);
+  float* inbox = part + (kWarpsK > 1 ? kWarpsK * kBlockT * kRedPitch : 0);  // [kInboxBufs][kBlockT * kBlockH]
+  const std::uint32_t inbox_full = smem_addr(inbox + kInboxBufs * kBlockT * kBlockH);  // mbarriers [2]
   const std::uint32_t w_full = inbox_full + 16;                                 // TMA: weight landed
   const std::uint32_t slot_full = inbox_full + 24;                              // TMA: [kSlots] x landed
   // Inbox rows are kBlockH floats; the column is xor-ed with the row so that the float2 stores of a
@@ -210,7 +232,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   const auto inbox_at = [](int buf, int row, int col) {
     return buf * kBlockT * kBlockH + row * kBlockH + (col ^ ((row & kInboxSwizzle) << 3));
   };
-  constexpr bool kTma = Cfg::kTma;
   constexpr unsigned kInboxBytes = kClusterSize * kRowsPerRank * kBlockH * sizeof(float);
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -228,8 +249,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   // wgmma mode: warpgroup wg = warp / 4 owns 64 tokens x kWarpHeads heads, its warps 16 rows each;
   // otherwise warps tile tokens x heads directly.
   const int wg = warp / 4;
-  const int warp_row0 = Cfg::kWgmma ? (wg / Cfg::kWarpsH) * 64 + (warp % 4) * 16 : (warp_mn / Cfg::kWarpsH) * kWarpRows;
-  const int warp_head0 = Cfg::kWgmma ? (wg % Cfg::kWarpsH) * kWarpHeads : (warp_mn % Cfg::kWarpsH) * kWarpHeads;
+  const int warp_row0 = kPrefill ? (wg / Cfg::kWarpsH) * 64 + (warp % 4) * 16 : (warp_mn / Cfg::kWarpsH) * kWarpRows;
+  const int warp_head0 = kPrefill ? (wg % Cfg::kWarpsH) * kWarpHeads : (warp_mn % Cfg::kWarpsH) * kWarpHeads;
   // Copies: thread tid always moves vector (tid % 16) of rows tid / 16 + i * kRowsPerPass, so its
   // swizzled column is fixed and its addresses advance by constant steps.
   const int copy_vec = tid % kVecs, copy_row0 = tid / kVecs;
@@ -246,12 +267,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   if (tid == 0) {
     mbar_init(inbox_full, 1);
     mbar_init(inbox_full + 8, 1);
-    if constexpr (kTma) {
+    if constexpr (kPrefill) {
       mbar_init(w_full, 1);
       for (int i = 0; i < kSlots; ++i) mbar_init(slot_full + 8 * i, 1);
     }
   }
-  if constexpr (kTma) __syncthreads();  // the ring's barriers are waited on before the first cluster wait
+  if constexpr (kPrefill) __syncthreads();  // the ring's barriers are waited on before the first cluster wait
   cluster_arrive_relaxed();
 
   // Programmatic dependent launch: let the next kernel start its prologue now, and wait for the
@@ -274,13 +295,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   // The weight slice: heads [h0, h0 + kBlockH) x this group's columns, loaded once.
   constexpr int kWPasses = (kBlockH + kRowsPerPass - 1) / kRowsPerPass;
   constexpr int kXPasses = (kBlockT + kRowsPerPass - 1) / kRowsPerPass;
-  if constexpr (kTma) {
+  if constexpr (kStreamW) {
+    // Each wave brings its own weight chunk (load_wave).
+  } else if constexpr (kPrefill) {
     if (tid == 0) {
       mbar_arrive_expect_tx(w_full, nchunks * kBlockH * kRowBytes);
       for (int chunk = 0; chunk < nchunks; ++chunk)
         for (int half = 0; half < 2; ++half)
           tma_load_2d(smem_addr(w_smem) + chunk * kBlockH * kRowBytes + half * kBlockH * kHalfRowBytes, &tmap_w,
-                      static_cast<int>(k_base) + chunk * kChunk + half * 64, h0, w_full);
+                      static_cast<int>(k_base) + chunk * kChunk + half * 64, h0, w_full, l2_policy_evict_last());
     }
   } else {
     const std::uint32_t base = smem_addr(w_smem) + w_soff;
@@ -313,23 +336,29 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   const auto load_wave = [&](const Cursor& at) {
     const int chunk0 = at.wave * kChunksPerWave;
     const std::int64_t t0 = tile_t0(at.tile);
-    if constexpr (kTma) {
+    if constexpr (kPrefill) {
       // One thread, whole boxes; rows past T arrive as zeros (out of the tensor map's bounds).
       if (tid == 0) {
         const int nvalid = min(kChunksPerWave, nchunks - chunk0);
         const std::uint32_t bar = slot_full + 8 * at.slot;
-        const std::uint32_t dst = smem_addr(x_smem) + at.slot * (kChunksPerWave * kBlockT * kRowBytes);
-        mbar_arrive_expect_tx(bar, nvalid * kBlockT * kRowBytes);
+        const std::uint32_t dst = smem_addr(x_smem) + at.slot * kSlotBytes;
+        mbar_arrive_expect_tx(bar, nvalid * kBlockT * kRowBytes + (kStreamW ? kBlockH * kRowBytes : 0));
         for (int c = 0; c < nvalid; ++c)
           for (int half = 0; half < 2; ++half)
             tma_load_2d(dst + c * kBlockT * kRowBytes + half * kBlockT * kHalfRowBytes, &tmap_x,
-                        static_cast<int>(k_base) + (chunk0 + c) * kChunk + half * 64, static_cast<int>(t0), bar);
+                        static_cast<int>(k_base) + (chunk0 + c) * kChunk + half * 64, static_cast<int>(t0), bar,
+                        l2_policy_evict_first());
+        if constexpr (kStreamW) {
+          static_assert(kChunksPerWave == 1, "one weight chunk per wave");
+          for (int half = 0; half < 2; ++half)
+            tma_load_2d(dst + kXSlotBytes + half * kBlockH * kHalfRowBytes, &tmap_w,
+                        static_cast<int>(k_base) + chunk0 * kChunk + half * 64, h0, bar, l2_policy_evict_last());
+        }
       }
       return;
     }
     const int rows_valid = static_cast<int>(min(static_cast<std::int64_t>(kBlockT), p.T - t0));
-    const std::uint32_t base =
-        smem_addr(x_smem) + at.slot * (kChunksPerWave * kBlockT * kRowBytes) + x_soff;
+    const std::uint32_t base = smem_addr(x_smem) + at.slot * kSlotBytes + x_soff;
     const std::uint16_t* src = p.x + (t0 + copy_row0) * p.ldx + k_base + chunk0 * kChunk + copy_vec * 8;
 #pragma unroll
     for (int c = 0; c < kChunksPerWave; ++c) {
@@ -348,7 +377,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
 #pragma unroll 1
   for (int s = 0; s < kSlots - 1; ++s) {
     if (s < num_waves) load_wave(ahead);
-    if constexpr (!kTma) cp_async_commit();  // one group per slot, empty or not: uniform wait counts
+    if constexpr (!kPrefill) cp_async_commit();  // one group per slot, empty or not: uniform wait counts
     ahead.advance(waves_per_tile);
   }
 
@@ -357,10 +386,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   float q[kMT][kNT][4];                          // prefill mode: this warp's group sums
   float2 qd[kWarpsK > 1 ? kPairsPerThread : 1];  // decode mode: this thread's group sums
   float qs[kQuadsPerThread][kVec], qs_prev[kQuadsPerThread][kVec];  // q_scale: current / previous tile
-  // Finishes tile j, whose group sums are in inbox buffer j & 1 (q_scale in qs_prev): waits for the
-  // 8 CTAs' sums of my rows, adds them in rank order, scales and stores.
+  // Finishes tile j, whose group sums are in inbox buffer j % kInboxBufs (q_scale in qs_prev): waits
+  // for the 8 CTAs' sums of my rows, adds them in rank order, scales and stores.
   const auto finish = [&](int j) {
-    mbar_wait_parity(inbox_full + 8 * (j & 1), (j >> 1) & 1);
+    mbar_wait_parity(inbox_full + 8 * (j % kInboxBufs), (j / kInboxBufs) & 1);
     const std::int64_t t_own = tile_t0(j) + static_cast<int>(rank) * kRowsPerRank;
 #pragma unroll
     for (int i = 0; i < kQuadsPerThread; ++i) {
@@ -370,7 +399,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
       float sums[kVec] = {};
 #pragma unroll
       for (int r = 0; r < kClusterSize; ++r) {
-        const float* src = inbox + inbox_at(j & 1, r * kRowsPerRank + row, col);
+        const float* src = inbox + inbox_at(j % kInboxBufs, r * kRowsPerRank + row, col);
         if constexpr (kVec == 4) {
           const float4 v = *reinterpret_cast<const float4*>(src);
           sums[0] = __fadd_rn(sums[0], v.x);
@@ -396,7 +425,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   // Start of tile tile_i: clear the group sums and fetch the q_scale values this CTA will need when
   // it finishes the tile, now, so their latency hides behind the main loop.
   const auto begin_tile = [&](int tile_i) {
-    zero(q);
+    if constexpr (kPrefill) zero(q);  // decode tiles clear qd at their first wave instead
     const std::int64_t t0 = tile_t0(tile_i) + static_cast<int>(rank) * kRowsPerRank;
 #pragma unroll
     for (int i = 0; i < kQuadsPerThread; ++i) {
@@ -431,11 +460,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
       push_col[nt] = 4 * ((warp_head0 + nt * 8 + 2 * (lane % 4)) ^ (((lane / 4) & kInboxSwizzle) << 3));
     }
   }
-  // End of tile tile_i: push the group sums into inbox buffer tile_i & 1 of the CTAs that own their
-  // rows, then finish the previous tile, whose sums have had a whole tile's time to arrive.
+  // End of tile tile_i: push the group sums into inbox buffer tile_i % kInboxBufs of the CTAs that
+  // own their rows; with two buffers, then finish the previous tile, whose sums have had a whole
+  // tile's time to arrive (one buffer: see mid_tile).
   const auto end_tile = [&](int tile_i) {
-    const int buf = tile_i & 1;
-    cluster_wait();  // owners finished reading this buffer (tile_i - 2; tile 0: barrier init)
+    const int buf = tile_i % kInboxBufs;
+    // Owners finished reading this buffer (two buffers: tile_i - 2; one: tile_i - 1; tile 0:
+    // barrier init).
+    cluster_wait();
     if (tid == 0) mbar_arrive_expect_tx(inbox_full + 8 * buf, kInboxBytes);
     if constexpr (kWarpsK == 1) {
       const std::uint32_t buf_bytes = buf * (kBlockT * kBlockH * sizeof(float));
@@ -460,9 +492,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
         }
       }
     }
-    if (tile_i > 0) finish(tile_i - 1);
-    // The other buffer may be overwritten from here on: finish() consumed every value it read.
-    if (tile_i + 1 < my_tiles) cluster_arrive_relaxed();
+    if constexpr (kInboxBufs == 2) {
+      if (tile_i > 0) finish(tile_i - 1);
+      // The other buffer may be overwritten from here on: finish() consumed every value it read.
+      if (tile_i + 1 < my_tiles) cluster_arrive_relaxed();
+    }
 #pragma unroll
     for (int i = 0; i < kQuadsPerThread; ++i)
 #pragma unroll
@@ -470,27 +504,27 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   };
   const std::uint32_t w_base = smem_addr(w_smem);
   const auto slot_addr = [&](int slot) {
-    return smem_addr(x_smem) + slot * (kChunksPerWave * kBlockT * kRowBytes);
+    return smem_addr(x_smem) + slot * kSlotBytes;
   };
 
-  if constexpr (Cfg::kWgmma) {
+  if constexpr (kPrefill) {
     // Prefill with wgmma: warpgroup wg owns rows [64 wg, 64 wg + 64) x kWarpHeads heads; one
     // 64 x kWarpHeads x 16 product per step, chained from zero as in the mma.sync paths.
     // Software-pipelined by one wave: wave s's wgmmas are issued before wave s - 1's are waited for
     // and summed, so the tensor cores run while the warps do the bookkeeping of the previous wave
     // (one warp per scheduler: every instruction's latency is exposed otherwise).
-    static_assert(kTma, "wgmma mode reads TMA-written tiles");
     static_assert(kWarpsK == 1 && kWarpRows == 16 && kMT == 1 && kBlockT % 64 == 0,
                   "wgmma mode: warpgroups of 4 warps x 16 rows");
     using Acc = float[1][kNT][4];
     // Issues wave s (cursor at) into acc: waits for its x tile, then one wgmma chain from zero.
     const auto issue = [&](Acc& acc, const Cursor& at, int s) {
-      if (s == 0) mbar_wait_parity(w_full, 0);
+      if (!kStreamW && s == 0) mbar_wait_parity(w_full, 0);
       mbar_wait_parity(slot_full + 8 * at.slot, at.phase);
-      const int chunk0 = at.wave;
       // Descriptors of step 0 (recomputing them per wgmma cost ~10 instructions each).
       const std::uint32_t a_desc = smem_desc_lo(slot_addr(at.slot) + (wg / Cfg::kWarpsH) * 64 * kHalfRowBytes);
-      const std::uint32_t b_desc = smem_desc_lo(w_base + chunk0 * kBlockH * kRowBytes + warp_head0 * kHalfRowBytes);
+      const std::uint32_t w_chunk =
+          kStreamW ? slot_addr(at.slot) + kXSlotBytes : w_base + at.wave * kBlockH * kRowBytes;
+      const std::uint32_t b_desc = smem_desc_lo(w_chunk + warp_head0 * kHalfRowBytes);
       // Every chunk is 8 steps (G % 128 == 0: fits() admits no other shape). The chain is fully
       // unrolled: a guarded step loop made ptxas serialise it (warning C7519, NOTES.md version 12).
       wgmma_fence();
@@ -524,6 +558,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
         if (s + kSlots < num_waves) load_wave(ahead);
         ahead.advance(waves_per_tile);
       }
+      if constexpr (kInboxBufs == 1) {
+        // One inbox buffer (it frees shared memory for a deeper ring): tile i - 1 is finished half
+        // way through tile i, half a tile after its sums were pushed, and the arrival lets the
+        // peers push tile i into the same buffer at its end.
+        if (at.wave == waves_per_tile / 2 && at.tile > 0) {
+          finish(at.tile - 1);
+          cluster_arrive_relaxed();
+        }
+      }
       if (at.wave == waves_per_tile - 1) end_tile(at.tile);
     };
     // Iteration s sums wave s - 1 into q, issues wave s, and retires wave s - 1 (barrier, refill,
@@ -551,7 +594,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   } else {
     // Decode mode: the chunks of a wave run side by side, warp set warp_chunk on chunk
     // chunk0 + warp_chunk; their partials meet in shared memory and join q in chunk order.
-    static_assert(kWarpsK > 1 && !kTma, "decode mode: chunk-parallel warp sets fed by cp.async");
+    static_assert(kWarpsK > 1 && !kPrefill, "decode mode: chunk-parallel warp sets fed by cp.async");
     Cursor cur;  // the wave to compute
 #pragma unroll 1
     for (int s = 0; s < num_waves; ++s, cur.advance(waves_per_tile)) {
@@ -643,10 +686,11 @@ template <class Cfg>
 std::size_t smem_bytes(const KernelParams& p) {
   const int nchunks = (p.G + kChunk - 1) / kChunk;
   const std::size_t red_tile = static_cast<std::size_t>(Cfg::kBlockT) * (Cfg::kBlockH + 8) * sizeof(float);
-  return static_cast<std::size_t>(nchunks) * Cfg::kBlockH * kRowBytes +
-         static_cast<std::size_t>(Cfg::kSlots) * Cfg::kWarpsK * Cfg::kBlockT * kRowBytes +
+  const std::size_t slot = (static_cast<std::size_t>(Cfg::kWarpsK) * Cfg::kBlockT + (Cfg::kStreamW ? Cfg::kBlockH : 0)) * kRowBytes;
+  return (Cfg::kStreamW ? 0 : static_cast<std::size_t>(nchunks) * Cfg::kBlockH * kRowBytes) +
+         static_cast<std::size_t>(Cfg::kSlots) * slot +
          (Cfg::kWarpsK > 1 ? Cfg::kWarpsK * red_tile : 0) +
-         2 * static_cast<std::size_t>(Cfg::kBlockT) * Cfg::kBlockH * sizeof(float) /* inbox */ +
+         Cfg::kInboxBufs * static_cast<std::size_t>(Cfg::kBlockT) * Cfg::kBlockH * sizeof(float) /* inbox */ +
          8 * (3 + Cfg::kSlots) /* mbarriers */;
 }
 
@@ -709,7 +753,7 @@ int max_active_clusters(int device, std::size_t smem) {
 // short-chunk length tripled it and slowed the first call, NOTES.md version 13).
 template <class Cfg>
 bool fits(const KernelParams& p, int device) {
-  return (!Cfg::kWgmma || p.G % kChunk == 0) &&
+  return (!Cfg::kPrefill || p.G % kChunk == 0) &&
          smem_bytes<Cfg>(p) <= static_cast<std::size_t>(device_max_smem(device));
 }
 
@@ -728,35 +772,42 @@ void launch(const KernelParams& p, int device, cudaStream_t stream) {
   cudaLaunchAttribute attrs[2];
   const cudaLaunchConfig_t cfg = make_config<Cfg>(grid, smem, stream, attrs);
   CUtensorMap tmap_x{}, tmap_w{};
-  if constexpr (Cfg::kTma) {
+  if constexpr (Cfg::kPrefill) {
     tmap_x = make_tensor_map(p.x, p.K, p.T, p.ldx, Cfg::kBlockT);
     tmap_w = make_tensor_map(p.w, p.K, p.H, p.ldw, Cfg::kBlockH);
   }
   DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, sm90_logits_head_gate_kernel<Cfg>, p, tmap_x, tmap_w));
 }
 
-// kPrefill: TMA-fed wgmma tile (prefill mode); otherwise cp.async-fed mma.sync (decode mode).
-template <int kT, int kH, int kWT, int kWH, int kWK, int kSlots_, bool kPrefill = false>
+// kPrefill_: TMA-fed wgmma tile (prefill mode); otherwise cp.async-fed mma.sync (decode mode).
+// kStreamW_ (prefill only): the weight chunk travels with each wave through the ring instead of
+// staying resident, which frees the shared memory of the slice for larger token tiles.
+// kInboxBufs_: buffers of the cluster reduction's inbox (2, or 1 to make room for a deeper ring).
+template <int kT, int kH, int kWT, int kWH, int kWK, int kSlots_, bool kPrefill_ = false, bool kStreamW_ = false,
+          int kInboxBufs_ = 2>
 struct Config {
-  static constexpr bool kWgmma = kPrefill, kTma = kPrefill;
+  static constexpr bool kPrefill = kPrefill_, kStreamW = kStreamW_;
+  static constexpr int kInboxBufs = kInboxBufs_;
   static constexpr int kBlockT = kT, kBlockH = kH, kWarpsT = kWT, kWarpsH = kWH, kWarpsK = kWK;
   static constexpr int kSlots = kSlots_;
   static constexpr int kThreads = 32 * kWT * kWH * kWK;
   static_assert(kT % (16 * kWT) == 0 && kH % (8 * kWH) == 0, "warp tiles are m16 x n8 multiples");
   static std::string label() {
-    return "T" + std::to_string(kT) + "H" + std::to_string(kH) + (kPrefill ? "tma" : "");
+    return "T" + std::to_string(kT) + "H" + std::to_string(kH) + (kStreamW ? "ws" : kPrefill ? "tma" : "");
   }
   static std::string name() {
     return "sm90_cluster8<T" + std::to_string(kT) + ",H" + std::to_string(kH) + ",warps" +
            std::to_string(kWT) + "x" + std::to_string(kWH) + "x" + std::to_string(kWK) + ",slots" +
-           std::to_string(kSlots_) + (kPrefill ? ",tma,wgmma" : ",cp.async,mma.sync") + ">";
+           std::to_string(kSlots_) + (kPrefill ? ",tma,wgmma" : ",cp.async,mma.sync") +
+           (kStreamW ? ",weight streamed" : "") + (kInboxBufs_ == 1 ? ",one inbox" : "") + ">";
   }
 };
 
 // The instantiated tiles; Sm90Tile in the header names them. Warps: tokens x heads x chunk sets
 // (= chunks of K per ring slot); slots: ring depth. Tiles that lost in the sweeps (mma.sync
-// prefill tiles, wgmma without TMA, two chunks per slot, two warpgroups splitting 64 heads) are in
-// NOTES.md.
+// prefill tiles, wgmma without TMA, two chunks per slot, two warpgroups splitting 64 heads, a
+// streamed weight at 64 tokens, T128H64 with a 3-slot ring and two inbox buffers, T128H32 with one
+// inbox buffer and 5 slots) are in NOTES.md.
 using ConfigT16H8 = Config<16, 8, 1, 1, 8, 2>;
 using ConfigT16H16 = Config<16, 16, 1, 1, 8, 2>;
 using ConfigT32H32 = Config<32, 32, 2, 1, 4, 2>;
@@ -764,6 +815,7 @@ using ConfigT64H16Tma = Config<64, 16, 4, 1, 1, 4, true>;
 using ConfigT64H32Tma = Config<64, 32, 4, 1, 1, 4, true>;
 using ConfigT64H64Tma = Config<64, 64, 4, 1, 1, 5, true>;
 using ConfigT128H32Tma = Config<128, 32, 8, 1, 1, 4, true>;
+using ConfigT128H64Ws = Config<128, 64, 8, 1, 1, 4, true, true, 1>;
 
 template <class F>
 auto visit(Sm90Tile tile, F&& f) {
@@ -775,6 +827,7 @@ auto visit(Sm90Tile tile, F&& f) {
     case Sm90Tile::kT64H32Tma: return f(ConfigT64H32Tma{});
     case Sm90Tile::kT64H64Tma: return f(ConfigT64H64Tma{});
     case Sm90Tile::kT128H32Tma: return f(ConfigT128H32Tma{});
+    case Sm90Tile::kT128H64Ws: return f(ConfigT128H64Ws{});
   }
   DSA_CHECK(false, "unknown sm90 tile " << static_cast<int>(tile));
 }

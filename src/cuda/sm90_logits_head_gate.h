@@ -11,10 +11,11 @@ namespace dsa_indexer::cuda {
 
 // Token tile x head tile of one CTA; every tile computes bitwise the same result (same K groups,
 // chunks and MMA), they differ only in how the work is spread over the GPU.
-enum class Sm90Tile { kT16H8, kT16H16, kT32H32, kT64H16Tma, kT64H32Tma, kT64H64Tma, kT128H32Tma };
+// kT128H64Ws streams the weight through the ring with x instead of keeping it resident.
+enum class Sm90Tile { kT16H8, kT16H16, kT32H32, kT64H16Tma, kT64H32Tma, kT64H64Tma, kT128H32Tma, kT128H64Ws };
 constexpr Sm90Tile kAllSm90Tiles[] = {Sm90Tile::kT16H8,      Sm90Tile::kT16H16,    Sm90Tile::kT32H32,
                                       Sm90Tile::kT64H16Tma,  Sm90Tile::kT64H32Tma, Sm90Tile::kT64H64Tma,
-                                      Sm90Tile::kT128H32Tma};
+                                      Sm90Tile::kT128H32Tma, Sm90Tile::kT128H64Ws};
 
 // Whether the tile's shared memory (resident weight slice + x ring + reduction buffer) fits.
 bool sm90_tile_fits(Sm90Tile tile, const KernelParams& p, int device);
