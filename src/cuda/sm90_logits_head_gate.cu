@@ -90,7 +90,7 @@ __device__ __forceinline__ std::uint32_t map_to_rank(std::uint32_t local_addr, u
 }
 
 // Bulk tensor copy (TMA) of one box into this CTA's shared memory, completing on an mbarrier, with
-// an L2 eviction policy (l2_policy_*).
+// an L2 eviction policy (l2_policy).
 __device__ __forceinline__ void tma_load_2d(std::uint32_t dst, const CUtensorMap* map, int col, int row,
                                             std::uint32_t bar, std::uint64_t policy) {
   asm volatile(
@@ -99,14 +99,16 @@ __device__ __forceinline__ void tma_load_2d(std::uint32_t dst, const CUtensorMap
       : "memory");
 }
 // x is read once: its lines go first, so that the weight, read by every cluster, stays in L2.
-__device__ __forceinline__ std::uint64_t l2_policy_evict_first() {
+// Not volatile: a policy is a pure value, so the compiler may compute it once, outside the loop.
+enum L2Eviction { kEvictFirst, kEvictLast };
+template <L2Eviction kEviction>
+__device__ __forceinline__ std::uint64_t l2_policy() {
   std::uint64_t policy;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
-  return policy;
-}
-__device__ __forceinline__ std::uint64_t l2_policy_evict_last() {
-  std::uint64_t policy;
-  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(policy));
+  if constexpr (kEviction == kEvictFirst) {
+    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  } else {
+    asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(policy));
+  }
   return policy;
 }
 
@@ -223,9 +225,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   unsigned char* x_smem = w_smem + (kStreamW ? 0 : nchunks * kBlockH * kRowBytes);
   float* part = reinterpret_cast<float*>(x_smem + kSlots * kSlotBytes);
   float* inbox = part + (kWarpsK > 1 ? kWarpsK * kBlockT * kRedPitch : 0);  // [kInboxBufs][kBlockT * kBlockH]
-  const std::uint32_t inbox_full = smem_addr(inbox + kInboxBufs * kBlockT * kBlockH);  // mbarriers [2]
-  const std::uint32_t w_full = inbox_full + 16;                                 // TMA: weight landed
-  const std::uint32_t slot_full = inbox_full + 24;                              // TMA: [kSlots] x landed
+  const std::uint32_t inbox_full = smem_addr(inbox + kInboxBufs * kBlockT * kBlockH);  // mbarriers [kInboxBufs]
+  const std::uint32_t w_full = inbox_full + 8 * kInboxBufs;                            // TMA: weight landed
+  const std::uint32_t slot_full = w_full + 8;                                          // TMA: [kSlots] x landed
   // Inbox rows are kBlockH floats; the column is xor-ed with the row so that the float2 stores of a
   // warp (8 rows x 4 column pairs) spread over the banks. Multiples of 8 keep pairs together.
   constexpr int kInboxSwizzle = (kBlockH / 8 - 1) < 7 ? (kBlockH / 8 - 1) : 7;
@@ -265,8 +267,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   // init must be visible cluster-wide before the first push: the matching wait precedes the first
   // push, a whole main loop later.
   if (tid == 0) {
-    mbar_init(inbox_full, 1);
-    mbar_init(inbox_full + 8, 1);
+    for (int b = 0; b < kInboxBufs; ++b) mbar_init(inbox_full + 8 * b, 1);
     if constexpr (kPrefill) {
       mbar_init(w_full, 1);
       for (int i = 0; i < kSlots; ++i) mbar_init(slot_full + 8 * i, 1);
@@ -303,7 +304,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
       for (int chunk = 0; chunk < nchunks; ++chunk)
         for (int half = 0; half < 2; ++half)
           tma_load_2d(smem_addr(w_smem) + chunk * kBlockH * kRowBytes + half * kBlockH * kHalfRowBytes, &tmap_w,
-                      static_cast<int>(k_base) + chunk * kChunk + half * 64, h0, w_full, l2_policy_evict_last());
+                      static_cast<int>(k_base) + chunk * kChunk + half * 64, h0, w_full, l2_policy<kEvictLast>());
     }
   } else {
     const std::uint32_t base = smem_addr(w_smem) + w_soff;
@@ -347,12 +348,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
           for (int half = 0; half < 2; ++half)
             tma_load_2d(dst + c * kBlockT * kRowBytes + half * kBlockT * kHalfRowBytes, &tmap_x,
                         static_cast<int>(k_base) + (chunk0 + c) * kChunk + half * 64, static_cast<int>(t0), bar,
-                        l2_policy_evict_first());
+                        l2_policy<kEvictFirst>());
         if constexpr (kStreamW) {
           static_assert(kChunksPerWave == 1, "one weight chunk per wave");
           for (int half = 0; half < 2; ++half)
             tma_load_2d(dst + kXSlotBytes + half * kBlockH * kHalfRowBytes, &tmap_w,
-                        static_cast<int>(k_base) + chunk0 * kChunk + half * 64, h0, bar, l2_policy_evict_last());
+                        static_cast<int>(k_base) + chunk0 * kChunk + half * 64, h0, bar, l2_policy<kEvictLast>());
         }
       }
       return;
@@ -691,7 +692,7 @@ std::size_t smem_bytes(const KernelParams& p) {
          static_cast<std::size_t>(Cfg::kSlots) * slot +
          (Cfg::kWarpsK > 1 ? Cfg::kWarpsK * red_tile : 0) +
          Cfg::kInboxBufs * static_cast<std::size_t>(Cfg::kBlockT) * Cfg::kBlockH * sizeof(float) /* inbox */ +
-         8 * (3 + Cfg::kSlots) /* mbarriers */;
+         8 * (Cfg::kInboxBufs + 1 + Cfg::kSlots) /* mbarriers: inbox, weight, ring */;
 }
 
 int device_max_smem(int device) {
