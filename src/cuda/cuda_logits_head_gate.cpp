@@ -93,17 +93,19 @@ struct Choice {
 
 // The one dispatch point. Every choice computes bitwise the same values (kernel_params.h), so
 // the tile is a pure speed decision, taken from the sweep in dev/cuda/sweep_sm90_tiles.cu on an
-// H200 (src/cuda/NOTES.md has the tables; thresholds from sweep 16):
+// H200 (src/cuda/NOTES.md has the tables; thresholds from sweeps 16, 20 and 21, decode checked in
+// the benchmark):
 // - decode (T <= 32 at H = 64, T <= 128 at H <= 32): 16-token tiles with 8 or 16 heads per CTA,
 //   so that 4-8 clusters pull the 0.9 MB weight in parallel, each running every chunk of its group
-//   side by side (mma.sync, cp.async).
+//   side by side (mma.sync, cp.async). The sweep keeps the weight in L2 and prefers 16 heads at
+//   T = 8; the benchmark, where the weight comes from HBM, does not (NOTES.md version 25).
 // - mid T: 32-token tiles, then 64-token TMA + wgmma tiles with 16 or 32 heads: more clusters
 //   than all-head tiles give, at the price of reading x once per head group (from L2 at these T).
 // - prefill: all heads per cluster, so x crosses HBM once. At H <= 32 the weight slice stays
 //   resident beside a ring of 128-token tiles. At H = 64 (K = 7168) a resident slice (112 KB)
 //   leaves room only for 64-token tiles, which issue too few bytes per instruction: from T = 4096
 //   on, T128H64ws streams the weight chunk from L2 with each wave instead (sweep 21: 243 vs 274 us
-//   at T = 65536, 23.0 vs 22.5 at 4096; sweep 20: behind at 2048).
+//   at T = 65536; 1-5% behind T64H64tma at 4096-8192 in the sweeps; sweep 20: behind at 2048).
 // Tried and lost (numbers in NOTES.md): mma.sync prefill tiles, cp.async feeding wgmma, two chunks
 // per ring slot, two warpgroups splitting the heads of a 64 x 64 tile, L2 prefetch of x ahead of
 // the ring.
