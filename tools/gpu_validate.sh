@@ -57,11 +57,12 @@ fi
 step pytest 300 python3 -m pytest -q -ra -p no:cacheprovider -n 8 tests/python
 step bench 420 tools/run_gpu_bench.sh "$res/bench"
 
-# One shape per kind of kernel: decode tile (T = 64), 64-token TMA tile (T = 1000, GLM), the
-# streamed-weight 128-token tile with a one-row last tile (T = 4097, DeepSeek), the portable kernel.
+# One shape per kind of kernel: decode tile (T = 64), 64-token TMA tile (T = 1000, GLM; T = 4097,
+# DeepSeek, with a one-row last tile), the portable kernel; and the bitwise test, whose shapes
+# reach every dispatched tile, the streamed-weight 128-token tile (T = 10241) included.
 shapes='*CudaAuto_T64_H64_K7168*:*CudaAuto_T1000_H32_K6144*:*CudaAuto_T4097_H64_K7168*:*CudaPortable_T3_H7_K100*'
-step memcheck 180 compute-sanitizer --tool memcheck --error-exitcode 1 "$bin/dsa_indexer_tests" \
-  --gtest_filter="$shapes:Cuda/CudaTest.FastPathBitwiseEqualsPortable/*"
+shapes="$shapes:Cuda/CudaTest.FastPathBitwiseEqualsPortable/*"
+step memcheck 180 compute-sanitizer --tool memcheck --error-exitcode 1 "$bin/dsa_indexer_tests" --gtest_filter="$shapes"
 step racecheck 240 compute-sanitizer --tool racecheck --error-exitcode 1 "$bin/dsa_indexer_tests" --gtest_filter="$shapes"
 step sweep 150 "$bin/sweep_sm90_tiles" --T 1,8,16,32,64,128,256,512,1024,2048,4096,8192,16384,32768,65536 --json "$res/sweep.json"
 

@@ -93,22 +93,26 @@ struct Choice {
 
 // The one dispatch point. Every choice computes bitwise the same values (kernel_params.h), so
 // the tile is a pure speed decision, taken from the sweep in dev/cuda/sweep_sm90_tiles.cu on an
-// H200 (src/cuda/NOTES.md has the tables; thresholds from sweeps 16, 20 and 21, decode checked in
+// H200 (src/cuda/NOTES.md has the tables; thresholds from sweep 29, the first with the next
+// kernel released after griddepcontrol.wait, and sweeps 20-21 for T128H64ws; decode checked in
 // the benchmark):
-// - decode (T <= 32 at H = 64, T <= 128 at H <= 32): 16-token tiles with 8 or 16 heads per CTA,
-//   so that 4-8 clusters pull the 0.9 MB weight in parallel, each running every chunk of its group
-//   side by side (mma.sync, cp.async). The sweep keeps the weight in L2 and prefers 16 heads at
-//   T = 8; the benchmark, where the weight comes from HBM, does not (NOTES.md version 25).
-// - mid T: 32-token tiles, then 64-token TMA + wgmma tiles with 16 or 32 heads: more clusters
-//   than all-head tiles give, at the price of reading x once per head group (from L2 at these T).
+// - decode (T <= 96 at H = 64, T <= 192 at H <= 32): 16-token tiles, 8 heads per CTA at the
+//   smallest T and 16 beyond (T > 16 at H = 64, T > 32 at H = 32), so that 4-8 clusters pull the
+//   weight in parallel, each running every chunk of its group side by side (mma.sync, cp.async).
+//   The benchmark, where the weight comes from HBM, penalises 16 heads more than the sweep, where
+//   it stays in L2 (NOTES.md version 25): 16 heads are taken only where the sweep has them ahead
+//   by far more than that (DeepSeek T = 32: 2.46 against 3.06 us).
+// - mid T: 64-token TMA + wgmma tiles with 16 or 32 heads: more clusters than all-head tiles
+//   give, at the price of reading x once per head group (from L2 at these T).
 // - prefill: all heads per cluster, so x crosses HBM once. At H <= 32 the weight slice stays
 //   resident beside a ring of 128-token tiles. At H = 64 (K = 7168) a resident slice (112 KB)
-//   leaves room only for 64-token tiles, which issue too few bytes per instruction: from T = 4096
-//   on, T128H64ws streams the weight chunk from L2 with each wave instead (sweep 21: 243 vs 274 us
-//   at T = 65536; 1-5% behind T64H64tma at 4096-8192 in the sweeps; sweep 20: behind at 2048).
+//   leaves room only for 64-token tiles, which issue too few bytes per instruction per wave but
+//   leave a shorter last round: they win up to T = 10240 (sweep 29: 37.2 against 38.8 us at 8192;
+//   sweep 28: equal at 10240-12288), and from there T128H64ws streams the weight chunk from L2 with each
+//   wave instead (sweep 21: 243 against 274 us at T = 65536).
 // Tried and lost (numbers in NOTES.md): mma.sync prefill tiles, cp.async feeding wgmma, two chunks
 // per ring slot, two warpgroups splitting the heads of a 64 x 64 tile, L2 prefetch of x ahead of
-// the ring.
+// the ring, 32- and 64-token decode tiles with one wave per tile, single-slot decode rings.
 Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   Choice c;
   if (path == CudaPath::kPortable) return c.reason = "portable path requested", c;
@@ -123,7 +127,9 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   Sm90Tile order[6];
   int n = 0;
   if (k.H <= 32) {
-    if (k.T <= 128) {
+    if (k.T <= 32) {
+      order[n++] = Sm90Tile::kT16H8;
+    } else if (k.T <= 192) {
       order[n++] = Sm90Tile::kT16H16;
     } else if (k.T <= 256) {
       order[n++] = Sm90Tile::kT64H16Tma;
@@ -134,15 +140,15 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
       order[n++] = Sm90Tile::kT64H32Tma;
     }
   } else {
-    if (k.T <= 32) {
+    if (k.T <= 16) {
       order[n++] = Sm90Tile::kT16H8;
     } else if (k.T <= 96) {
       order[n++] = Sm90Tile::kT16H16;
     } else if (k.T <= 128) {
-      order[n++] = Sm90Tile::kT32H32;
+      order[n++] = Sm90Tile::kT64H16Tma;
     } else if (k.T <= 256) {
       order[n++] = Sm90Tile::kT64H32Tma;
-    } else if (k.T <= 2048) {
+    } else if (k.T <= 10240) {
       order[n++] = Sm90Tile::kT64H64Tma;
       order[n++] = Sm90Tile::kT64H32Tma;
     } else {

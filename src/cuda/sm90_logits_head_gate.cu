@@ -276,9 +276,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   if constexpr (kPrefill) __syncthreads();  // the ring's barriers are waited on before the first cluster wait
   cluster_arrive_relaxed();
 
-  // Programmatic dependent launch: let the next kernel start its prologue now, and wait for the
-  // previous one before the first global read (x, weight or q_scale may be its output).
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  // Programmatic dependent launch: wait for the previous kernel before the first global read (x,
+  // weight or q_scale may be its output); the next kernel is released only after that wait (below).
   // While the previous kernel finishes, pull this CTA's weight slice and its first tile of x from
   // HBM into L2. A prefetch returns nothing to the SM, and L2 is where every SM's writes land, so a
   // previous kernel that writes these bytes is still seen by the loads after the wait.
@@ -292,6 +291,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
     }
   }
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  // Release the next kernel now, not at the top: released there, each kernel of a back-to-back
+  // sequence released the next before its own wait, so several grids could sit resident at once,
+  // prefetching and waiting, beside the one running. Here at most one grid waits behind the one that
+  // computes, and its prologue still overlaps this kernel's main loop. DeepSeek sweep: T16H8 at
+  // T = 1 2.47 -> 2.17 us, T16H16 at T = 32 3.05 -> 2.46; prefill unchanged (NOTES.md version 28).
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
   // The weight slice: heads [h0, h0 + kBlockH) x this group's columns, loaded once.
   constexpr int kWPasses = (kBlockH + kRowsPerPass - 1) / kRowsPerPass;

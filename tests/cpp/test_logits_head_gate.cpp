@@ -458,12 +458,14 @@ TEST_P(CudaTest, FastPathBitwiseEqualsPortable) {
   if (GetParam() != Backend::kCudaAuto) GTEST_SKIP() << "compared once, from the auto path";
   // K = 2560 and 1536: K % 128 == 0 but the groups end in a short chunk (G = 320, 192), so the
   // sm_90a decode tiles run a short MMA chain and the TMA tiles do not apply (fits()).
-  // T = 3000 at H = 96, K = 2048 and T = 2500 at K = 1024: the streamed-weight prefill tile with a
-  // partial head tile and 2 or 1 waves per token tile (its mid-tile finish then falls on the first
-  // or the only wave).
+  // T = 10241 at H = 64, K = 7168: the streamed-weight prefill tile (dispatched from T = 10241 at
+  // H = 64) with a one-row last tile. T = 10300 at H = 96, K = 2048 and at K = 1024: the same tile
+  // with a partial head tile and 2 or 1 waves per token tile (its mid-tile finish then falls on the
+  // first or the only wave).
   for (const Shape s : {Shape{1, 64, 7168}, Shape{33, 64, 7168}, Shape{200, 64, 7168}, Shape{5000, 64, 7168},
-                        Shape{100, 32, 6144}, Shape{3000, 32, 6144}, Shape{50, 128, 1024}, Shape{20, 64, 2560},
-                        Shape{700, 64, 2560}, Shape{300, 32, 1536}, Shape{3000, 96, 2048}, Shape{2500, 64, 1024}}) {
+                        Shape{10241, 64, 7168}, Shape{100, 32, 6144}, Shape{3000, 32, 6144}, Shape{50, 128, 1024},
+                        Shape{20, 64, 2560}, Shape{700, 64, 2560}, Shape{300, 32, 1536}, Shape{10300, 96, 2048},
+                        Shape{10300, 64, 1024}}) {
     Problem P(s.T, s.H, s.K, seed_for(s.T, s.H, s.K, 72));
     Runner fast(Backend::kCudaAuto, P);
     fast.call();
