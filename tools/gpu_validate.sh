@@ -57,7 +57,7 @@ fi
 step pytest 300 python3 -m pytest -q -ra -p no:cacheprovider -n 8 tests/python
 step bench 420 tools/run_gpu_bench.sh "$res/bench"
 
-# One shape per kind of kernel: decode tile (T = 64), 64-token TMA tile (T = 1000, GLM; T = 4097,
+# One shape per kind of kernel: one-slot decode tile (T = 64), 64-token TMA tile (T = 1000, GLM; T = 4097,
 # DeepSeek, with a one-row last tile), the portable kernel; and the bitwise test, whose shapes
 # reach every dispatched tile, the streamed-weight 128-token tile (T = 10241) included.
 shapes='*CudaAuto_T64_H64_K7168*:*CudaAuto_T1000_H32_K6144*:*CudaAuto_T4097_H64_K7168*:*CudaPortable_T3_H7_K100*'

@@ -93,12 +93,13 @@ struct Choice {
 
 // The one dispatch point. Every choice computes bitwise the same values (kernel_params.h), so
 // the tile is a pure speed decision, taken from the sweep in dev/cuda/sweep_sm90_tiles.cu on an
-// H200 (src/cuda/NOTES.md has the tables; thresholds from sweep 29, the first with the next
-// kernel released after griddepcontrol.wait, and sweeps 20-21 for T128H64ws; decode checked in
-// the benchmark):
-// - decode (T <= 96 at H = 64, T <= 192 at H <= 32): 16-token tiles, 8 heads per CTA at the
-//   smallest T and 16 beyond (T > 16 at H = 64, T > 32 at H = 32), so that 4-8 clusters pull the
-//   weight in parallel, each running every chunk of its group side by side (mma.sync, cp.async).
+// H200 (src/cuda/NOTES.md has the tables; thresholds from sweeps 29 and 32, the first with the
+// next kernel released after griddepcontrol.wait, and sweeps 20-21 for T128H64ws; decode checked
+// in the benchmark):
+// - decode (T <= 128 at H = 64, T <= 256 at H <= 32): 16-token tiles, 8 heads per CTA at the
+//   smallest T and 16 beyond (T > 16 at H = 64, T > 32 at H = 32), so that 4-32 clusters pull the
+//   weight in parallel, each running every chunk of its group side by side (mma.sync, cp.async);
+//   the 16-head tile with one ring slot where its smaller footprint matters (decode16 below).
 //   The benchmark, where the weight comes from HBM, penalises 16 heads more than the sweep, where
 //   it stays in L2 (NOTES.md version 25): 16 heads are taken only where the sweep has them ahead
 //   by far more than that (DeepSeek T = 32: 2.46 against 3.06 us).
@@ -112,7 +113,8 @@ struct Choice {
 //   wave instead (sweep 21: 243 against 274 us at T = 65536).
 // Tried and lost (numbers in NOTES.md): mma.sync prefill tiles, cp.async feeding wgmma, two chunks
 // per ring slot, two warpgroups splitting the heads of a 64 x 64 tile, L2 prefetch of x ahead of
-// the ring, 32- and 64-token decode tiles with one wave per tile, single-slot decode rings.
+// the ring, 32- and 64-token decode tiles with one wave per tile, a 32-token decode tile writing its
+// chunk partials over its x slot.
 Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   Choice c;
   if (path == CudaPath::kPortable) return c.reason = "portable path requested", c;
@@ -124,15 +126,31 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   }
   // TMA coordinates are 32-bit; beyond that the portable kernel takes over.
   if (k.T >= (std::int64_t{1} << 31)) return c.reason = "T >= 2^31", c;
+  // 16 x 16 decode tiles: T16H16 (two ring slots, two CTAs per SM) or T16H16s1 (one slot, three
+  // per SM), from the clusters the grid needs (one tile each) against the clusters each keeps
+  // resident. Best is a grid small enough that the next kernel's, as large, is resident beside it
+  // (programmatic dependent launch then overlaps the two); failing that, one that runs in a single
+  // round; T16H16 wherever both do equally (its two slots load a CTA's only wave earlier). Sweep 32
+  // at H = 64: T = 48 (12 clusters) T16H16 2.81 against 2.84 us, T = 64 (16) 3.65 against 3.26,
+  // T = 80 (20) 3.79 against 3.48, T = 96 (24) 3.95 against 4.17, T = 128 (32) 4.91 against 4.52.
+  const auto decode16 = [&](Sm90Tile otherwise) {
+    if (!cuda::sm90_tile_fits(Sm90Tile::kT16H16, k, dev.device)) return otherwise;
+    if (!cuda::sm90_tile_fits(Sm90Tile::kT16H16s1, k, dev.device)) return Sm90Tile::kT16H16;
+    const std::int64_t need = ((k.H + 15) / 16) * ((k.T + 15) / 16);
+    const int two = cuda::sm90_tile_max_clusters(Sm90Tile::kT16H16, k, dev.device);
+    const int three = cuda::sm90_tile_max_clusters(Sm90Tile::kT16H16s1, k, dev.device);
+    if (2 * need <= two) return Sm90Tile::kT16H16;
+    if (2 * need <= three) return Sm90Tile::kT16H16s1;
+    if (need <= two) return Sm90Tile::kT16H16;
+    return need <= three ? Sm90Tile::kT16H16s1 : otherwise;
+  };
   Sm90Tile order[6];
   int n = 0;
   if (k.H <= 32) {
     if (k.T <= 32) {
       order[n++] = Sm90Tile::kT16H8;
-    } else if (k.T <= 192) {
-      order[n++] = Sm90Tile::kT16H16;
     } else if (k.T <= 256) {
-      order[n++] = Sm90Tile::kT64H16Tma;
+      order[n++] = decode16(Sm90Tile::kT64H16Tma);
     } else if (k.T <= 2048) {
       order[n++] = Sm90Tile::kT64H32Tma;
     } else {
@@ -142,10 +160,8 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   } else {
     if (k.T <= 16) {
       order[n++] = Sm90Tile::kT16H8;
-    } else if (k.T <= 96) {
-      order[n++] = Sm90Tile::kT16H16;
     } else if (k.T <= 128) {
-      order[n++] = Sm90Tile::kT64H16Tma;
+      order[n++] = decode16(Sm90Tile::kT64H16Tma);
     } else if (k.T <= 256) {
       order[n++] = Sm90Tile::kT64H32Tma;
     } else if (k.T <= 10240) {

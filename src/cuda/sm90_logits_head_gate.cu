@@ -187,7 +187,7 @@ __device__ __forceinline__ void wgmma_m64k16(float (&d)[kN / 8][4], std::uint32_
 // counters, NOTES.md version 12); one tile later the sums have long arrived. The T128H64 tile has one
 // buffer (its 32 KB make the fourth ring slot) and finishes tile i half way through tile i + 1.
 template <class Cfg>
-__global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel(
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_head_gate_kernel(
     const KernelParams p, const __grid_constant__ CUtensorMap tmap_x, const __grid_constant__ CUtensorMap tmap_w) {
 #ifdef DSA_SM90_BODY
   constexpr int kBlockT = Cfg::kBlockT, kBlockH = Cfg::kBlockH, kWarpsK = Cfg::kWarpsK;
@@ -215,7 +215,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   constexpr int kQuadsPerThread = (kQuads + kThreads - 1) / kThreads;
   static_assert(kBlockH % kVec == 0, "whole vectors of heads");
   constexpr int kPairsPerThread = (kBlockT * kBlockH / 2 + kThreads - 1) / kThreads;
-  static_assert(kSlots >= 2, "the ring needs two slots");
+  static_assert(kSlots >= 2 || !kPrefill, "the prefill ring needs two slots");
   static_assert(kThreads % kVecs == 0, "copy passes cover whole rows");
   static_assert(kBlockT % kClusterSize == 0, "rows are shared out to the 8 CTAs");
 
@@ -329,6 +329,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
   }
   // Rows of x past T are never loaded: MMA rows are independent and those outputs are not stored.
   const std::int64_t x_pass_stride = kRowsPerPass * p.ldx;
+  // The copy loop below reads these as locals: read through p (captured by reference), each one
+  // is loaded again after every cp.async, whose asm clobbers memory, and the addresses are rebuilt
+  // with 64-bit multiplies per chunk (~40 instructions a chunk where 5 do; NOTES.md version 32).
+  const std::int64_t ldx = p.ldx, T = p.T;
+  const int G = p.G;
+  const std::uint16_t* const x_copy = p.x + copy_row0 * ldx + k_base + copy_vec * 8;
   // Position in the flat sequence of waves (tile, wave of the tile, ring slot), advanced by
   // increments: run-time divisions in the loop cost more issue slots than the MMAs.
   struct Cursor {
@@ -363,12 +369,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
       }
       return;
     }
-    const int rows_valid = static_cast<int>(min(static_cast<std::int64_t>(kBlockT), p.T - t0));
+    const int rows_valid = static_cast<int>(min(static_cast<std::int64_t>(kBlockT), T - t0));
     const std::uint32_t base = smem_addr(x_smem) + at.slot * kSlotBytes + x_soff;
-    const std::uint16_t* src = p.x + (t0 + copy_row0) * p.ldx + k_base + chunk0 * kChunk + copy_vec * 8;
+    const std::uint16_t* src = x_copy + t0 * ldx + chunk0 * kChunk;
+    const int col0 = chunk0 * kChunk + copy_vec * 8;  // chunks past the group fail col0 + c * kChunk < G
 #pragma unroll
     for (int c = 0; c < kChunksPerWave; ++c) {
-      if (chunk0 + c < nchunks && (chunk0 + c) * kChunk + copy_vec * 8 < p.G) {
+      if (col0 + c * kChunk < G) {
 #pragma unroll
         for (int i = 0; i < kXPasses; ++i) {
           if (copy_row0 + i * kRowsPerPass < rows_valid) {
@@ -608,13 +615,23 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) sm90_logits_head_gate_kernel
       const int wave_in_tile = cur.wave;
       const int chunk0 = wave_in_tile * kChunksPerWave;
       if (wave_in_tile == 0) begin_tile(tile_i);
-      cp_async_wait<kSlots - 2>();
-      __syncthreads();
-      // Refill the slot everyone finished reading in iteration s - 1 before computing, so that
-      // kSlots - 1 slots are in flight during the MMAs (the ring is what hides HBM latency).
-      if (s + kSlots - 1 < num_waves) load_wave(ahead);
-      cp_async_commit();
-      ahead.advance(waves_per_tile);
+      if constexpr (kSlots == 1) {
+        // The only slot was last read by wave s - 1, whose readers are past the barrier that
+        // followed their partial stores.
+        load_wave(ahead);
+        cp_async_commit();
+        ahead.advance(waves_per_tile);
+        cp_async_wait<0>();
+        __syncthreads();
+      } else {
+        cp_async_wait<kSlots - 2>();
+        __syncthreads();
+        // Refill the slot everyone finished reading in iteration s - 1 before computing, so that
+        // kSlots - 1 slots are in flight during the MMAs (the ring is what hides HBM latency).
+        if (s + kSlots - 1 < num_waves) load_wave(ahead);
+        cp_async_commit();
+        ahead.advance(waves_per_tile);
+      }
 
       const int chunk = chunk0 + warp_chunk;
       float acc[kMT][kNT][4];
@@ -789,9 +806,11 @@ void launch(const KernelParams& p, int device, cudaStream_t stream) {
 // kStreamW_ (prefill only): the weight chunk travels with each wave through the ring instead of
 // staying resident, which frees the shared memory of the slice for larger token tiles.
 // kInboxBufs_: buffers of the cluster reduction's inbox (2, or 1 to make room for a deeper ring).
+// kMinBlocks_: CTAs per SM the registers must allow (launch bounds); shared memory must allow as many.
 template <int kT, int kH, int kWT, int kWH, int kWK, int kSlots_, bool kPrefill_ = false, bool kStreamW_ = false,
-          int kInboxBufs_ = 2>
+          int kInboxBufs_ = 2, int kMinBlocks_ = 1>
 struct Config {
+  static constexpr int kMinBlocks = kMinBlocks_;
   static constexpr bool kPrefill = kPrefill_, kStreamW = kStreamW_;
   static constexpr int kInboxBufs = kInboxBufs_;
   static constexpr int kBlockT = kT, kBlockH = kH, kWarpsT = kWT, kWarpsH = kWH, kWarpsK = kWK;
@@ -799,13 +818,15 @@ struct Config {
   static constexpr int kThreads = 32 * kWT * kWH * kWK;
   static_assert(kT % (16 * kWT) == 0 && kH % (8 * kWH) == 0, "warp tiles are m16 x n8 multiples");
   static std::string label() {
-    return "T" + std::to_string(kT) + "H" + std::to_string(kH) + (kStreamW ? "ws" : kPrefill ? "tma" : "");
+    return "T" + std::to_string(kT) + "H" + std::to_string(kH) + (kStreamW ? "ws" : kPrefill ? "tma" : "") +
+           (kSlots_ == 1 ? "s1" : "");
   }
   static std::string name() {
     return "sm90_cluster8<T" + std::to_string(kT) + ",H" + std::to_string(kH) + ",warps" +
            std::to_string(kWT) + "x" + std::to_string(kWH) + "x" + std::to_string(kWK) + ",slots" +
            std::to_string(kSlots_) + (kPrefill ? ",tma,wgmma" : ",cp.async,mma.sync") +
-           (kStreamW ? ",weight streamed" : "") + (kInboxBufs_ == 1 ? ",one inbox" : "") + ">";
+           (kStreamW ? ",weight streamed" : "") + (kInboxBufs_ == 1 ? ",one inbox" : "") +
+           (kMinBlocks_ > 1 ? "," + std::to_string(kMinBlocks_) + " per SM" : "") + ">";
   }
 };
 
@@ -814,8 +835,12 @@ struct Config {
 // prefill tiles, wgmma without TMA, two chunks per slot, two warpgroups splitting 64 heads, a
 // streamed weight at 64 tokens, T128H64 with a 3-slot ring and two inbox buffers, T128H32 with one
 // inbox buffer and 5 slots) are in NOTES.md.
+// T16H16s1: T16H16 with one ring slot (74 KB, 69 registers), so three CTAs fit per SM and a grid
+// of up to 22 clusters still leaves room for the next kernel's (the dispatch uses it where that
+// count matters; one slot only serves CTAs that run a single wave, as decode CTAs do).
 using ConfigT16H8 = Config<16, 8, 1, 1, 8, 2>;
 using ConfigT16H16 = Config<16, 16, 1, 1, 8, 2>;
+using ConfigT16H16s1 = Config<16, 16, 1, 1, 8, 1, false, false, 2, 3>;
 using ConfigT32H32 = Config<32, 32, 2, 1, 4, 2>;
 using ConfigT64H16Tma = Config<64, 16, 4, 1, 1, 4, true>;
 using ConfigT64H32Tma = Config<64, 32, 4, 1, 1, 4, true>;
@@ -828,6 +853,7 @@ auto visit(Sm90Tile tile, F&& f) {
   switch (tile) {
     case Sm90Tile::kT16H8: return f(ConfigT16H8{});
     case Sm90Tile::kT16H16: return f(ConfigT16H16{});
+    case Sm90Tile::kT16H16s1: return f(ConfigT16H16s1{});
     case Sm90Tile::kT32H32: return f(ConfigT32H32{});
     case Sm90Tile::kT64H16Tma: return f(ConfigT64H16Tma{});
     case Sm90Tile::kT64H32Tma: return f(ConfigT64H32Tma{});
@@ -842,6 +868,13 @@ auto visit(Sm90Tile tile, F&& f) {
 
 bool sm90_tile_fits(Sm90Tile tile, const KernelParams& p, int device) {
   return visit(tile, [&](auto cfg) { return fits<decltype(cfg)>(p, device); });
+}
+
+int sm90_tile_max_clusters(Sm90Tile tile, const KernelParams& p, int device) {
+  return visit(tile, [&](auto cfg) {
+    using Cfg = decltype(cfg);
+    return max_active_clusters<Cfg>(device, smem_bytes<Cfg>(p));
+  });
 }
 
 std::string sm90_tile_name(Sm90Tile tile) {

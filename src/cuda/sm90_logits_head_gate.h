@@ -11,14 +11,19 @@ namespace dsa_indexer::cuda {
 
 // Token tile x head tile of one CTA; every tile computes bitwise the same result (same K groups,
 // chunks and MMA), they differ only in how the work is spread over the GPU.
-// kT128H64Ws streams the weight through the ring with x instead of keeping it resident.
-enum class Sm90Tile { kT16H8, kT16H16, kT32H32, kT64H16Tma, kT64H32Tma, kT64H64Tma, kT128H32Tma, kT128H64Ws };
-constexpr Sm90Tile kAllSm90Tiles[] = {Sm90Tile::kT16H8,      Sm90Tile::kT16H16,    Sm90Tile::kT32H32,
-                                      Sm90Tile::kT64H16Tma,  Sm90Tile::kT64H32Tma, Sm90Tile::kT64H64Tma,
-                                      Sm90Tile::kT128H32Tma, Sm90Tile::kT128H64Ws};
+// kT128H64Ws streams the weight through the ring with x instead of keeping it resident;
+// kT16H16s1 is kT16H16 with a one-slot ring, small enough for three CTAs per SM.
+enum class Sm90Tile {
+  kT16H8, kT16H16, kT16H16s1, kT32H32, kT64H16Tma, kT64H32Tma, kT64H64Tma, kT128H32Tma, kT128H64Ws
+};
+constexpr Sm90Tile kAllSm90Tiles[] = {Sm90Tile::kT16H8,      Sm90Tile::kT16H16,    Sm90Tile::kT16H16s1,
+                                      Sm90Tile::kT32H32,     Sm90Tile::kT64H16Tma, Sm90Tile::kT64H32Tma,
+                                      Sm90Tile::kT64H64Tma,  Sm90Tile::kT128H32Tma, Sm90Tile::kT128H64Ws};
 
 // Whether the tile's shared memory (resident weight slice + x ring + reduction buffer) fits.
 bool sm90_tile_fits(Sm90Tile tile, const KernelParams& p, int device);
+// Clusters of the tile that can be resident on the device at once (an occupancy query, cached).
+int sm90_tile_max_clusters(Sm90Tile tile, const KernelParams& p, int device);
 std::string sm90_tile_name(Sm90Tile tile);
 // Short label for tables: "T64H64tma" and the like.
 std::string sm90_tile_label(Sm90Tile tile);

@@ -462,10 +462,11 @@ TEST_P(CudaTest, FastPathBitwiseEqualsPortable) {
   // H = 64) with a one-row last tile. T = 10300 at H = 96, K = 2048 and at K = 1024: the same tile
   // with a partial head tile and 2 or 1 waves per token tile (its mid-tile finish then falls on the
   // first or the only wave).
-  for (const Shape s : {Shape{1, 64, 7168}, Shape{33, 64, 7168}, Shape{200, 64, 7168}, Shape{5000, 64, 7168},
-                        Shape{10241, 64, 7168}, Shape{100, 32, 6144}, Shape{3000, 32, 6144}, Shape{50, 128, 1024},
-                        Shape{20, 64, 2560}, Shape{700, 64, 2560}, Shape{300, 32, 1536}, Shape{10300, 96, 2048},
-                        Shape{10300, 64, 1024}}) {
+  // T = 64 at H = 64 and T = 250 at H = 32: the one-slot 16 x 16 decode tile (16 and 32 clusters).
+  for (const Shape s : {Shape{1, 64, 7168}, Shape{33, 64, 7168}, Shape{64, 64, 7168}, Shape{200, 64, 7168},
+                        Shape{5000, 64, 7168}, Shape{10241, 64, 7168}, Shape{100, 32, 6144}, Shape{250, 32, 6144},
+                        Shape{3000, 32, 6144}, Shape{50, 128, 1024}, Shape{20, 64, 2560}, Shape{700, 64, 2560},
+                        Shape{300, 32, 1536}, Shape{10300, 96, 2048}, Shape{10300, 64, 1024}}) {
     Problem P(s.T, s.H, s.K, seed_for(s.T, s.H, s.K, 72));
     Runner fast(Backend::kCudaAuto, P);
     fast.call();
