@@ -837,7 +837,8 @@ struct Config {
 // inbox buffer and 5 slots) are in NOTES.md.
 // T16H16s1: T16H16 with one ring slot (74 KB, 69 registers), so three CTAs fit per SM and a grid
 // of up to 22 clusters still leaves room for the next kernel's (the dispatch uses it where that
-// count matters; one slot only serves CTAs that run a single wave, as decode CTAs do).
+// count matters). One slot suits CTAs that run a single wave, as decode CTAs do: with more waves
+// nothing would be loading while a wave computes.
 using ConfigT16H8 = Config<16, 8, 1, 1, 8, 2>;
 using ConfigT16H16 = Config<16, 16, 1, 1, 8, 2>;
 using ConfigT16H16s1 = Config<16, 16, 1, 1, 8, 1, false, false, 2, 3>;
