@@ -59,7 +59,8 @@ step bench 420 tools/run_gpu_bench.sh "$res/bench"
 
 # One shape per kind of kernel: one-slot decode tile (T = 64), 64-token TMA tile (T = 1000, GLM; T = 4097,
 # DeepSeek, with a one-row last tile), the portable kernel; and the bitwise test, whose shapes
-# reach every dispatched tile, the streamed-weight 128-token tile (T = 10241) included.
+# reach every tile the two model shapes dispatch, the streamed-weight 128-token tile (T = 10241)
+# included (the sweep below compares every tile, fallbacks too, bitwise with the portable kernel).
 shapes='*CudaAuto_T64_H64_K7168*:*CudaAuto_T1000_H32_K6144*:*CudaAuto_T4097_H64_K7168*:*CudaPortable_T3_H7_K100*'
 shapes="$shapes:Cuda/CudaTest.FastPathBitwiseEqualsPortable/*"
 step memcheck 180 compute-sanitizer --tool memcheck --error-exitcode 1 "$bin/dsa_indexer_tests" --gtest_filter="$shapes"
