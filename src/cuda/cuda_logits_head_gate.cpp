@@ -93,16 +93,16 @@ struct Choice {
 
 // The one dispatch point. Every choice computes bitwise the same values (kernel_params.h), so
 // the tile is a pure speed decision, taken from the sweep in dev/cuda/sweep_sm90_tiles.cu on an
-// H200 (src/cuda/NOTES.md has the tables; thresholds from sweeps 29 and 32, the first with the
+// H200 (src/cuda/NOTES.md has the tables; thresholds from sweeps 29, 32 and 36, all with the
 // next kernel released after griddepcontrol.wait, and sweeps 20-21 for T128H64ws; decode checked
 // in the benchmark):
-// - decode (T <= 128 at H = 64, T <= 256 at H <= 32): 16-token tiles, 8 heads per CTA at the
-//   smallest T and 16 beyond (T > 16 at H = 64, T > 32 at H = 32), so that 4-32 clusters pull the
-//   weight in parallel, each running every chunk of its group side by side (mma.sync, cp.async);
-//   the 16-head tile with one ring slot where its smaller footprint matters (decode16 below).
-//   The benchmark, where the weight comes from HBM, penalises 16 heads more than the sweep, where
-//   it stays in L2 (NOTES.md version 25): 16 heads are taken only where the sweep has them ahead
-//   by far more than that (DeepSeek T = 32: 2.46 against 3.06 us).
+// - decode (T <= 256): 16-token tiles, every chunk of a group run side by side (mma.sync); 8 heads
+//   per CTA at the smallest T (T <= 16 at H = 64, T <= 32 at H = 32; rows brought by 1-D bulk
+//   copies at T <= 8, by cp.async beyond), then 16 or 32 by cluster counts (decode below), so that
+//   4-30 clusters pull the weight in parallel.
+//   The benchmark, where the weight comes from HBM, penalises more heads per CTA more than the
+//   sweep, where it stays in L2 (NOTES.md version 25): 16 heads are taken only where the sweep has
+//   them ahead by far more than that (DeepSeek T = 32: 2.46 against 3.06 us).
 // - mid T: 64-token TMA + wgmma tiles with 16 or 32 heads: more clusters than all-head tiles
 //   give, at the price of reading x once per head group (from L2 at these T).
 // - prefill: all heads per cluster, so x crosses HBM once. At H <= 32 the weight slice stays
@@ -126,31 +126,44 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   }
   // TMA coordinates are 32-bit; beyond that the portable kernel takes over.
   if (k.T >= (std::int64_t{1} << 31)) return c.reason = "T >= 2^31", c;
-  // 16 x 16 decode tiles: T16H16 (two ring slots, two CTAs per SM) or T16H16s1 (one slot, three
-  // per SM), from the clusters the grid needs (one tile each) against the clusters each keeps
-  // resident. Best is a grid small enough that the next kernel's, as large, is resident beside it
-  // (programmatic dependent launch then overlaps the two); failing that, one that runs in a single
-  // round; T16H16 wherever both do equally (its two slots load a CTA's only wave earlier). Sweep 32
-  // at H = 64: T = 48 (12 clusters) T16H16 2.81 against 2.84 us, T = 64 (16) 3.65 against 3.26,
-  // T = 80 (20) 3.79 against 3.48, T = 96 (24) 3.95 against 4.17, T = 128 (32) 4.91 against 4.52.
-  const auto decode16 = [&](Sm90Tile otherwise) {
+  // Decode tiles with 16 or 32 heads, from the clusters the grid needs (one tile each: need16,
+  // need32) against the clusters each tile keeps resident (occupancy query; H200: T16H16 30,
+  // T16H16s1 45, T16H32s1 30). Best is a grid small enough that the next kernel's, as large, is
+  // resident beside it (programmatic dependent launch then overlaps the two): T16H16, else
+  // T16H16s1 (one slot, three CTAs per SM). Failing that, T16H32s1 (one slot, 32 heads) wherever
+  // its grid runs in one round: half the clusters, each token's x pulled by half as many CTAs
+  // (benchmark, weight from HBM, NOTES.md version 37: DeepSeek T = 96 3.48 against 3.90 us for
+  // T16H16, T = 160 4.69 against 5.26 for T64H32tma; GLM T = 192 3.45 against 3.69; equal at
+  // DeepSeek T = 128, 0.08 behind T16H16s1 at GLM T = 256); not at H <= 16, where half its heads
+  // would be padding. Then whichever 16-head tile runs in one round.
+  const auto decode = [&](Sm90Tile otherwise) {
     if (!cuda::sm90_tile_fits(Sm90Tile::kT16H16, k, dev.device)) return otherwise;
-    if (!cuda::sm90_tile_fits(Sm90Tile::kT16H16s1, k, dev.device)) return Sm90Tile::kT16H16;
-    const std::int64_t need = ((k.H + 15) / 16) * ((k.T + 15) / 16);
+    const std::int64_t tiles_t = (k.T + 15) / 16;
+    const std::int64_t need16 = ((k.H + 15) / 16) * tiles_t, need32 = ((k.H + 31) / 32) * tiles_t;
     const int two = cuda::sm90_tile_max_clusters(Sm90Tile::kT16H16, k, dev.device);
-    const int three = cuda::sm90_tile_max_clusters(Sm90Tile::kT16H16s1, k, dev.device);
-    if (2 * need <= two) return Sm90Tile::kT16H16;
-    if (2 * need <= three) return Sm90Tile::kT16H16s1;
-    if (need <= two) return Sm90Tile::kT16H16;
-    return need <= three ? Sm90Tile::kT16H16s1 : otherwise;
+    if (2 * need16 <= two) return Sm90Tile::kT16H16;
+    const bool s1 = cuda::sm90_tile_fits(Sm90Tile::kT16H16s1, k, dev.device);
+    const int three = s1 ? cuda::sm90_tile_max_clusters(Sm90Tile::kT16H16s1, k, dev.device) : 0;
+    if (2 * need16 <= three) return Sm90Tile::kT16H16s1;
+    if (k.H > 16 && cuda::sm90_tile_fits(Sm90Tile::kT16H32s1, k, dev.device) &&
+        need32 <= cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1, k, dev.device)) {
+      return Sm90Tile::kT16H32s1;
+    }
+    if (need16 <= two) return Sm90Tile::kT16H16;
+    return need16 <= three ? Sm90Tile::kT16H16s1 : otherwise;
   };
+  // T <= 8: the bulk-copy T16H8b (sweep 36: DeepSeek T = 1 2.01 against 2.20 us, T = 8 2.18
+  // against 2.28, at T = 16 behind, 2.39 against 2.33; benchmark: T = 1 2.04 against 2.13, GLM
+  // 1.89 against 2.05); T16H8 where it does not apply (K > 8192), as the fallbacks below provide.
   Sm90Tile order[6];
   int n = 0;
-  if (k.H <= 32) {
+  if (k.T <= 8) {
+    order[n++] = Sm90Tile::kT16H8b;
+  } else if (k.H <= 32) {
     if (k.T <= 32) {
       order[n++] = Sm90Tile::kT16H8;
     } else if (k.T <= 256) {
-      order[n++] = decode16(Sm90Tile::kT64H16Tma);
+      order[n++] = decode(Sm90Tile::kT64H16Tma);
     } else if (k.T <= 2048) {
       order[n++] = Sm90Tile::kT64H32Tma;
     } else {
@@ -160,10 +173,8 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   } else {
     if (k.T <= 16) {
       order[n++] = Sm90Tile::kT16H8;
-    } else if (k.T <= 128) {
-      order[n++] = decode16(Sm90Tile::kT64H16Tma);
     } else if (k.T <= 256) {
-      order[n++] = Sm90Tile::kT64H32Tma;
+      order[n++] = decode(k.T <= 128 ? Sm90Tile::kT64H16Tma : Sm90Tile::kT64H32Tma);
     } else if (k.T <= 10240) {
       order[n++] = Sm90Tile::kT64H64Tma;
       order[n++] = Sm90Tile::kT64H32Tma;

@@ -4,8 +4,9 @@
 // ring, and the cluster sums the 8 group partials through distributed shared memory in rank order.
 // Persistent over token tiles.
 // Decode tiles (16/32 tokens, few heads per CTA, every chunk of a group in flight at once) use
-// cp.async and mma.sync; prefill tiles (64/128 tokens) use TMA and wgmma. Both keep the same
-// summation, so results are bitwise equal for every T: see NOTES.md beside this file.
+// cp.async (or 1-D bulk copies of whole rows) and mma.sync; prefill tiles (64/128 tokens) use TMA
+// and wgmma. All keep the same summation, so results are bitwise equal for every T: see NOTES.md
+// beside this file.
 #include <cuda.h>  // CUtensorMap and its enums (header only: the driver entry point is fetched at run time)
 #include <cuda_runtime.h>
 #include <cudaTypedefs.h>
@@ -89,6 +90,49 @@ __device__ __forceinline__ std::uint32_t map_to_rank(std::uint32_t local_addr, u
   return remote;
 }
 
+// 1-D bulk copy (TMA engine, no tensor map) of `bytes` contiguous bytes into this CTA's shared
+// memory, completing on an mbarrier. One instruction moves a whole row of a K group.
+__device__ __forceinline__ void bulk_copy_1d(std::uint32_t dst, const void* src, unsigned bytes, std::uint32_t bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
+
+// A chunk's MMA chain (steps <= 8 k16 steps from zero, as chunk_mma) on tiles stored row by row at a
+// pitch of `pitch` bytes (the bulk-copy layout): a_addr / b_addr are the lane's ldmatrix addresses
+// at step 0; a step advances both by 32 bytes. pitch / 16 is odd, so the 8 rows one ldmatrix phase
+// reads fall in 8 distinct bank groups.
+template <int kMT, int kNT>
+__device__ __forceinline__ void chunk_mma_pitched(float (&acc)[kMT][kNT][4], std::uint32_t a_addr, std::uint32_t b_addr,
+                                                  std::uint32_t pitch, int steps) {
+  zero(acc);
+#pragma unroll
+  for (int st = 0; st < kChunk / kMmaK; ++st) {
+    if (steps == kChunk / kMmaK || st < steps) {
+      std::uint32_t a[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) ldmatrix_x4(a[mt], a_addr + mt * 16 * pitch + st * 32);
+      if constexpr (kNT == 1) {
+        std::uint32_t b0, b1;
+        ldmatrix_x2(b0, b1, b_addr + st * 32);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) mma_bf16_16816(acc[mt][0], a[mt], b0, b1);
+      } else {
+#pragma unroll
+        for (int np = 0; np < kNT / 2; ++np) {
+          std::uint32_t b[4];
+          ldmatrix_x4(b, b_addr + np * 16 * pitch + st * 32);
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) {
+            mma_bf16_16816(acc[mt][2 * np], a[mt], b[0], b[1]);
+            mma_bf16_16816(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
+          }
+        }
+      }
+    }
+  }
+}
+
 // Bulk tensor copy (TMA) of one box into this CTA's shared memory, completing on an mbarrier, with
 // an L2 eviction policy (l2_policy).
 __device__ __forceinline__ void tma_load_2d(std::uint32_t dst, const CUtensorMap* map, int col, int row,
@@ -170,10 +214,15 @@ __device__ __forceinline__ void wgmma_m64k16(float (&d)[kN / 8][4], std::uint32_
 
 #endif  // DSA_SM90_BODY
 
+// Row pitch of the bulk-copy decode tiles: a group's row (G bf16, G % 16 == 0) plus 16 bytes, so
+// pitch / 16 = G / 8 + 1 is odd and 8 consecutive rows start in 8 distinct 16-byte bank groups.
+__host__ __device__ constexpr int bulk_pitch(int G) { return 2 * G + 16; }
+
 // Shared memory: [weight slice: nchunks x kBlockH rows (none if streamed)][x ring: kSlots x
 // (kWarpsK chunks x kBlockT rows (+ the weight chunk, kBlockH rows, if streamed))][chunk partials
 // (decode mode): kWarpsK x kBlockT x kRedPitch][inbox: kInboxBufs buffers x 8 source ranks x
-// kRowsPerRank x kBlockH][mbarriers]. Tile rows are 128 bf16, swizzled (mma_sm80.cuh).
+// kRowsPerRank x kBlockH][mbarriers]. Tile rows are 128 bf16, swizzled (mma_sm80.cuh); bulk-copy
+// tiles instead keep [kBlockH weight rows][kSlots x kBlockT x rows] of the whole group at bulk_pitch.
 //
 // Two modes, one arithmetic:
 // - prefill (kWarpsK == 1, TMA + wgmma): a warpgroup owns 64 tokens x its heads and walks the
@@ -192,10 +241,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
 #ifdef DSA_SM90_BODY
   constexpr int kBlockT = Cfg::kBlockT, kBlockH = Cfg::kBlockH, kWarpsK = Cfg::kWarpsK;
   constexpr int kSlots = Cfg::kSlots, kThreads = Cfg::kThreads;
-  constexpr bool kPrefill = Cfg::kPrefill, kStreamW = Cfg::kStreamW;
+  constexpr bool kPrefill = Cfg::kPrefill, kStreamW = Cfg::kStreamW, kBulk = Cfg::kBulk;
   constexpr int kChunksPerWave = kWarpsK;  // chunks of K per ring slot: one per warp set
   static_assert(kPrefill == (kWarpsK == 1), "prefill mode (one chunk per wave) is the wgmma mode");
   static_assert(kPrefill || !kStreamW, "only prefill tiles stream the weight");
+  static_assert(!(kPrefill && kBulk), "bulk row copies: decode tiles only");
   // A ring slot: the wave's x chunks, then (weight streamed) the weight chunk they multiply.
   constexpr int kXSlotBytes = kChunksPerWave * kBlockT * kRowBytes;
   constexpr int kSlotBytes = kXSlotBytes + (kStreamW ? kBlockH * kRowBytes : 0);
@@ -222,8 +272,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   extern __shared__ __align__(1024) unsigned char smem[];
   const int nchunks = (p.G + kChunk - 1) / kChunk;
   unsigned char* w_smem = smem;
-  unsigned char* x_smem = w_smem + (kStreamW ? 0 : nchunks * kBlockH * kRowBytes);
-  float* part = reinterpret_cast<float*>(x_smem + kSlots * kSlotBytes);
+  // Bulk-copy decode tiles store each row of the group whole, at a pitch of 2 G + 16 bytes (bulk_pitch).
+  const int pitch = bulk_pitch(p.G);
+  const int slot_bytes = kBulk ? kBlockT * pitch : kSlotBytes;
+  unsigned char* x_smem = w_smem + (kStreamW ? 0 : kBulk ? kBlockH * pitch : nchunks * kBlockH * kRowBytes);
+  float* part = reinterpret_cast<float*>(x_smem + kSlots * slot_bytes);
   float* inbox = part + (kWarpsK > 1 ? kWarpsK * kBlockT * kRedPitch : 0);  // [kInboxBufs][kBlockT * kBlockH]
   const std::uint32_t inbox_full = smem_addr(inbox + kInboxBufs * kBlockT * kBlockH);  // mbarriers [kInboxBufs]
   const std::uint32_t w_full = inbox_full + 8 * kInboxBufs;                            // TMA: weight landed
@@ -268,12 +321,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   // push, a whole main loop later.
   if (tid == 0) {
     for (int b = 0; b < kInboxBufs; ++b) mbar_init(inbox_full + 8 * b, 1);
-    if constexpr (kPrefill) {
+    if constexpr (kPrefill || kBulk) {
       mbar_init(w_full, 1);
       for (int i = 0; i < kSlots; ++i) mbar_init(slot_full + 8 * i, 1);
     }
   }
-  if constexpr (kPrefill) __syncthreads();  // the ring's barriers are waited on before the first cluster wait
+  if constexpr (kPrefill || kBulk) __syncthreads();  // the ring's barriers are waited on before the first cluster wait
   cluster_arrive_relaxed();
 
   // Programmatic dependent launch: wait for the previous kernel before the first global read (x,
@@ -301,8 +354,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   // The weight slice: heads [h0, h0 + kBlockH) x this group's columns, loaded once.
   constexpr int kWPasses = (kBlockH + kRowsPerPass - 1) / kRowsPerPass;
   constexpr int kXPasses = (kBlockT + kRowsPerPass - 1) / kRowsPerPass;
+  // Bulk copies: rows of the group, row bytes (the group's width) each.
+  const unsigned group_bytes = static_cast<unsigned>(min(static_cast<std::int64_t>(p.G), p.K - k_base)) * 2;
   if constexpr (kStreamW) {
     // Each wave brings its own weight chunk (load_wave).
+  } else if constexpr (kBulk) {
+    // Warp 0 issues one bulk copy per weight row (warp 1 does the x rows, in load_wave).
+    if (warp == 0) {
+      const int w_rows = min(kBlockH, p.H - h0);
+      if (lane == 0) mbar_arrive_expect_tx(w_full, w_rows * group_bytes);
+      __syncwarp();
+      for (int i = lane; i < w_rows; i += 32)
+        bulk_copy_1d(smem_addr(w_smem) + i * pitch, p.w + (h0 + i) * p.ldw + k_base, group_bytes, w_full);
+    }
   } else if constexpr (kPrefill) {
     if (tid == 0) {
       mbar_arrive_expect_tx(w_full, nchunks * kBlockH * kRowBytes);
@@ -353,7 +417,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
       if (tid == 0) {
         const int nvalid = min(kChunksPerWave, nchunks - chunk0);
         const std::uint32_t bar = slot_full + 8 * at.slot;
-        const std::uint32_t dst = smem_addr(x_smem) + at.slot * kSlotBytes;
+        const std::uint32_t dst = smem_addr(x_smem) + at.slot * slot_bytes;
         mbar_arrive_expect_tx(bar, nvalid * kBlockT * kRowBytes + (kStreamW ? kBlockH * kRowBytes : 0));
         for (int c = 0; c < nvalid; ++c)
           for (int half = 0; half < 2; ++half)
@@ -370,7 +434,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
       return;
     }
     const int rows_valid = static_cast<int>(min(static_cast<std::int64_t>(kBlockT), T - t0));
-    const std::uint32_t base = smem_addr(x_smem) + at.slot * kSlotBytes + x_soff;
+    if constexpr (kBulk) {
+      static_assert(kThreads >= 64, "warp 1 loads x");
+      if (warp == 1) {
+        const std::uint32_t bar = slot_full + 8 * at.slot;
+        if (lane == 0) mbar_arrive_expect_tx(bar, rows_valid * group_bytes);
+        __syncwarp();
+        for (int i = lane; i < rows_valid; i += 32)
+          bulk_copy_1d(smem_addr(x_smem) + at.slot * slot_bytes + i * pitch, p.x + (t0 + i) * ldx + k_base,
+                       group_bytes, bar);
+      }
+      return;
+    }
+    const std::uint32_t base = smem_addr(x_smem) + at.slot * slot_bytes + x_soff;
     const std::uint16_t* src = x_copy + t0 * ldx + chunk0 * kChunk;
     const int col0 = chunk0 * kChunk + copy_vec * 8;  // chunks past the group fail col0 + c * kChunk < G
 #pragma unroll
@@ -387,14 +463,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
     }
   };
   Cursor ahead;  // the next wave to load
+  // Bulk tiles with one slot load their first wave here too: the slot is free.
+  constexpr int kPrologueWaves = kBulk ? (kSlots > 1 ? kSlots - 1 : 1) : kSlots - 1;
 #pragma unroll 1
-  for (int s = 0; s < kSlots - 1; ++s) {
+  for (int s = 0; s < kPrologueWaves; ++s) {
     if (s < num_waves) load_wave(ahead);
-    if constexpr (!kPrefill) cp_async_commit();  // one group per slot, empty or not: uniform wait counts
+    if constexpr (!kPrefill && !kBulk) cp_async_commit();  // one group per slot, empty or not: uniform wait counts
     ahead.advance(waves_per_tile);
   }
 
   const FragOffsets<kMT, kNT, kBlockT, kBlockH> frag(warp_row0, warp_head0, lane);
+  // Bulk-copy layout: the lane's ldmatrix addresses (as in load_a_frag / load_b_frag_x*) at step 0 of
+  // a chunk, relative to the tile.
+  const std::uint32_t bulk_a_off = (warp_row0 + (lane & 7) + ((lane >> 3) & 1) * 8) * pitch + (lane >> 4) * 16;
+  const std::uint32_t bulk_b_off =
+      (warp_head0 + (lane & 7) + (kNT == 1 ? 0 : (lane >> 4) * 8)) * pitch + ((lane >> 3) & 1) * 16;
   const auto chunk_steps = [&](int chunk) { return min(kChunk, p.G - chunk * kChunk) / kMmaK; };
   float q[kMT][kNT][4];                          // prefill mode: this warp's group sums
   float2 qd[kWarpsK > 1 ? kPairsPerThread : 1];  // decode mode: this thread's group sums
@@ -517,7 +600,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   };
   const std::uint32_t w_base = smem_addr(w_smem);
   const auto slot_addr = [&](int slot) {
-    return smem_addr(x_smem) + slot * kSlotBytes;
+    return smem_addr(x_smem) + slot * slot_bytes;
   };
 
   if constexpr (kPrefill) {
@@ -615,7 +698,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
       const int wave_in_tile = cur.wave;
       const int chunk0 = wave_in_tile * kChunksPerWave;
       if (wave_in_tile == 0) begin_tile(tile_i);
-      if constexpr (kSlots == 1) {
+      if constexpr (kBulk) {
+        // The slot refilled here was last read by wave s - 1, whose readers are past the barrier
+        // that followed their partial stores. Every thread then waits for the copies itself.
+        if (kSlots == 1 ? s > 0 : s + kSlots - 1 < num_waves) {
+          load_wave(ahead);
+          ahead.advance(waves_per_tile);
+        }
+        if (s == 0) mbar_wait_parity(w_full, 0);
+        mbar_wait_parity(slot_full + 8 * cur.slot, cur.phase);
+      } else if constexpr (kSlots == 1) {
         // The only slot was last read by wave s - 1, whose readers are past the barrier that
         // followed their partial stores.
         load_wave(ahead);
@@ -635,7 +727,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
 
       const int chunk = chunk0 + warp_chunk;
       float acc[kMT][kNT][4];
-      if (chunk < nchunks) {
+      if (chunk < nchunks && kBulk) {
+        chunk_mma_pitched(acc, slot_addr(cur.slot) + bulk_a_off + chunk * kRowBytes, w_base + bulk_b_off + chunk * kRowBytes,
+                          pitch, chunk_steps(chunk));
+      } else if (chunk < nchunks) {
         chunk_mma(acc, frag, slot_addr(cur.slot) + warp_chunk * kBlockT * kRowBytes,
                   w_base + chunk * kBlockH * kRowBytes, chunk_steps(chunk));
       } else {
@@ -707,12 +802,14 @@ CUtensorMap make_tensor_map(const std::uint16_t* base, int K, std::int64_t rows,
 
 template <class Cfg>
 std::size_t smem_bytes(const KernelParams& p) {
-  const int nchunks = (p.G + kChunk - 1) / kChunk;
-  const std::size_t red_tile = static_cast<std::size_t>(Cfg::kBlockT) * (Cfg::kBlockH + 8) * sizeof(float);
+  const std::size_t nchunks = (p.G + kChunk - 1) / kChunk;
+  const std::size_t rows = Cfg::kBlockH + Cfg::kSlots * Cfg::kBlockT;  // resident weight + ring (bulk tiles)
   const std::size_t slot = (static_cast<std::size_t>(Cfg::kWarpsK) * Cfg::kBlockT + (Cfg::kStreamW ? Cfg::kBlockH : 0)) * kRowBytes;
-  return (Cfg::kStreamW ? 0 : static_cast<std::size_t>(nchunks) * Cfg::kBlockH * kRowBytes) +
-         static_cast<std::size_t>(Cfg::kSlots) * slot +
-         (Cfg::kWarpsK > 1 ? Cfg::kWarpsK * red_tile : 0) +
+  const std::size_t weight_and_ring =
+      Cfg::kBulk ? rows * bulk_pitch(p.G)
+                 : (Cfg::kStreamW ? 0 : nchunks * Cfg::kBlockH * kRowBytes) + Cfg::kSlots * slot;
+  const std::size_t red_tile = static_cast<std::size_t>(Cfg::kBlockT) * (Cfg::kBlockH + 8) * sizeof(float);
+  return weight_and_ring + (Cfg::kWarpsK > 1 ? Cfg::kWarpsK * red_tile : 0) +
          Cfg::kInboxBufs * static_cast<std::size_t>(Cfg::kBlockT) * Cfg::kBlockH * sizeof(float) /* inbox */ +
          8 * (Cfg::kInboxBufs + 1 + Cfg::kSlots) /* mbarriers: inbox, weight, ring */;
 }
@@ -776,7 +873,7 @@ int max_active_clusters(int device, std::size_t smem) {
 // short-chunk length tripled it and slowed the first call, NOTES.md version 13).
 template <class Cfg>
 bool fits(const KernelParams& p, int device) {
-  return (!Cfg::kPrefill || p.G % kChunk == 0) &&
+  return (!Cfg::kPrefill || p.G % kChunk == 0) && (!Cfg::kBulk || (p.G + kChunk - 1) / kChunk <= Cfg::kWarpsK) &&
          smem_bytes<Cfg>(p) <= static_cast<std::size_t>(device_max_smem(device));
 }
 
@@ -807,9 +904,12 @@ void launch(const KernelParams& p, int device, cudaStream_t stream) {
 // staying resident, which frees the shared memory of the slice for larger token tiles.
 // kInboxBufs_: buffers of the cluster reduction's inbox (2, or 1 to make room for a deeper ring).
 // kMinBlocks_: CTAs per SM the registers must allow (launch bounds); shared memory must allow as many.
+// kBulk_ (decode only): x and the weight arrive as whole rows of the K group, one 1-D bulk copy per
+// row, stored at bulk_pitch(G); needs every chunk of the group in one wave (fits()).
 template <int kT, int kH, int kWT, int kWH, int kWK, int kSlots_, bool kPrefill_ = false, bool kStreamW_ = false,
-          int kInboxBufs_ = 2, int kMinBlocks_ = 1>
+          int kInboxBufs_ = 2, int kMinBlocks_ = 1, bool kBulk_ = false>
 struct Config {
+  static constexpr bool kBulk = kBulk_;
   static constexpr int kMinBlocks = kMinBlocks_;
   static constexpr bool kPrefill = kPrefill_, kStreamW = kStreamW_;
   static constexpr int kInboxBufs = kInboxBufs_;
@@ -819,12 +919,12 @@ struct Config {
   static_assert(kT % (16 * kWT) == 0 && kH % (8 * kWH) == 0, "warp tiles are m16 x n8 multiples");
   static std::string label() {
     return "T" + std::to_string(kT) + "H" + std::to_string(kH) + (kStreamW ? "ws" : kPrefill ? "tma" : "") +
-           (kSlots_ == 1 ? "s1" : "");
+           (kSlots_ == 1 ? "s1" : "") + (kBulk_ ? "b" : "");
   }
   static std::string name() {
     return "sm90_cluster8<T" + std::to_string(kT) + ",H" + std::to_string(kH) + ",warps" +
            std::to_string(kWT) + "x" + std::to_string(kWH) + "x" + std::to_string(kWK) + ",slots" +
-           std::to_string(kSlots_) + (kPrefill ? ",tma,wgmma" : ",cp.async,mma.sync") +
+           std::to_string(kSlots_) + (kPrefill ? ",tma,wgmma" : kBulk_ ? ",bulk rows,mma.sync" : ",cp.async,mma.sync") +
            (kStreamW ? ",weight streamed" : "") + (kInboxBufs_ == 1 ? ",one inbox" : "") +
            (kMinBlocks_ > 1 ? "," + std::to_string(kMinBlocks_) + " per SM" : "") + ">";
   }
@@ -834,14 +934,20 @@ struct Config {
 // (= chunks of K per ring slot); slots: ring depth. Tiles that lost in the sweeps (mma.sync
 // prefill tiles, wgmma without TMA, two chunks per slot, two warpgroups splitting 64 heads, a
 // streamed weight at 64 tokens, T128H64 with a 3-slot ring and two inbox buffers, T128H32 with one
-// inbox buffer and 5 slots) are in NOTES.md.
+// inbox buffer and 5 slots, bulk-copy 16 x 16 and 16 x 32 tiles) are in NOTES.md.
+// T16H8b: T16H8 fed by 1-D bulk copies, one per row of the K group (NOTES.md version 35): faster
+// at the smallest T, where a CTA loads 8 weight rows and a few rows of x.
 // T16H16s1: T16H16 with one ring slot (74 KB, 69 registers), so three CTAs fit per SM and a grid
 // of up to 22 clusters still leaves room for the next kernel's (the dispatch uses it where that
 // count matters). One slot suits CTAs that run a single wave, as decode CTAs do: with more waves
 // nothing would be loading while a wave computes.
+// T16H32s1: 32 heads per CTA with one slot (112 KB at K = 7168, 91 registers: two CTAs per SM):
+// half the clusters of the 16-head tiles, each pulling half as many copies of x (version 34).
 using ConfigT16H8 = Config<16, 8, 1, 1, 8, 2>;
+using ConfigT16H8b = Config<16, 8, 1, 1, 8, 2, false, false, 2, 1, true>;
 using ConfigT16H16 = Config<16, 16, 1, 1, 8, 2>;
 using ConfigT16H16s1 = Config<16, 16, 1, 1, 8, 1, false, false, 2, 3>;
+using ConfigT16H32s1 = Config<16, 32, 1, 1, 8, 1, false, false, 2, 2>;
 using ConfigT32H32 = Config<32, 32, 2, 1, 4, 2>;
 using ConfigT64H16Tma = Config<64, 16, 4, 1, 1, 4, true>;
 using ConfigT64H32Tma = Config<64, 32, 4, 1, 1, 4, true>;
@@ -853,8 +959,10 @@ template <class F>
 auto visit(Sm90Tile tile, F&& f) {
   switch (tile) {
     case Sm90Tile::kT16H8: return f(ConfigT16H8{});
+    case Sm90Tile::kT16H8b: return f(ConfigT16H8b{});
     case Sm90Tile::kT16H16: return f(ConfigT16H16{});
     case Sm90Tile::kT16H16s1: return f(ConfigT16H16s1{});
+    case Sm90Tile::kT16H32s1: return f(ConfigT16H32s1{});
     case Sm90Tile::kT32H32: return f(ConfigT32H32{});
     case Sm90Tile::kT64H16Tma: return f(ConfigT64H16Tma{});
     case Sm90Tile::kT64H32Tma: return f(ConfigT64H32Tma{});
