@@ -130,13 +130,16 @@ struct FragOffsets {
   }
 };
 
-// One k16 step of a kMT x kNT warp tile; a_addr / b_addr already include the lane's offset.
+// One k16 step of a kMT x kNT warp tile; a_addr / b_addr already include the lane's offset, and
+// rows 16 apart lie row16_bytes apart (16 rows of a split-layout half: the default; bulk-copy tiles
+// pass 16 x their pitch).
 template <int kMT, int kNT>
 __device__ __forceinline__ void warp_mma_step_at(float (&acc)[kMT][kNT][4], std::uint32_t a_addr,
-                                                 std::uint32_t b_addr) {
+                                                 std::uint32_t b_addr,
+                                                 std::uint32_t row16_bytes = 16 * kHalfRowBytes) {
   std::uint32_t a[kMT][4];
 #pragma unroll
-  for (int mt = 0; mt < kMT; ++mt) ldmatrix_x4(a[mt], a_addr + mt * 16 * kHalfRowBytes);
+  for (int mt = 0; mt < kMT; ++mt) ldmatrix_x4(a[mt], a_addr + mt * row16_bytes);
   if constexpr (kNT == 1) {
     std::uint32_t b0, b1;
     ldmatrix_x2(b0, b1, b_addr);
@@ -146,7 +149,7 @@ __device__ __forceinline__ void warp_mma_step_at(float (&acc)[kMT][kNT][4], std:
 #pragma unroll
     for (int np = 0; np < kNT / 2; ++np) {
       std::uint32_t b[4];
-      ldmatrix_x4(b, b_addr + np * 16 * kHalfRowBytes);
+      ldmatrix_x4(b, b_addr + np * row16_bytes);
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
         mma_bf16_16816(acc[mt][2 * np], a[mt], b[0], b[1]);

@@ -108,28 +108,7 @@ __device__ __forceinline__ void chunk_mma_pitched(float (&acc)[kMT][kNT][4], std
   zero(acc);
 #pragma unroll
   for (int st = 0; st < kChunk / kMmaK; ++st) {
-    if (steps == kChunk / kMmaK || st < steps) {
-      std::uint32_t a[kMT][4];
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) ldmatrix_x4(a[mt], a_addr + mt * 16 * pitch + st * 32);
-      if constexpr (kNT == 1) {
-        std::uint32_t b0, b1;
-        ldmatrix_x2(b0, b1, b_addr + st * 32);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) mma_bf16_16816(acc[mt][0], a[mt], b0, b1);
-      } else {
-#pragma unroll
-        for (int np = 0; np < kNT / 2; ++np) {
-          std::uint32_t b[4];
-          ldmatrix_x4(b, b_addr + np * 16 * pitch + st * 32);
-#pragma unroll
-          for (int mt = 0; mt < kMT; ++mt) {
-            mma_bf16_16816(acc[mt][2 * np], a[mt], b[0], b[1]);
-            mma_bf16_16816(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
-          }
-        }
-      }
-    }
+    if (steps == kChunk / kMmaK || st < steps) warp_mma_step_at(acc, a_addr + st * 32, b_addr + st * 32, 16 * pitch);
   }
 }
 
