@@ -2,11 +2,11 @@
 // back-to-back launches (programmatic dependent launch, as the head gate's kernel) of a kernel that
 // only moves bytes: each CTA copies rows of 1792 bytes (one K group of a DeepSeek row) from an
 // L2-resident buffer into shared memory, with 16-byte cp.async from all threads (as the decode
-// tiles do) or one 1-D bulk copy per row, then the cluster meets at one barrier. Every CTA reads
-// its own rows (the kernel's CTAs share theirs: see NOTES.md version 35). Rows of a table: clusters
+// tiles do) or one 1-D bulk copy per row, then the cluster meets at one barrier. Rows of a table: clusters
 // of 8 per launch; columns: KB per CTA. One table per load method and shared-memory footprint (which
-// sets the CTAs per SM), one with clusters of 1 (same CTAs, no cluster). Last, where the CTAs of one
-// launch land: CTAs per SM, from %smid.
+// sets the CTAs per SM), one with clusters of 1 (same CTAs, no cluster); then rows of its own per
+// CTA against rows shared between clusters as a 16 x h decode tiling shares them. Last, where the
+// CTAs of one launch land: CTAs per SM, from %smid.
 // Build: cmake -B build -DDSA_INDEXER_BUILD_DEV=ON && cmake --build build --target decode_probe
 // Run:   ./build/dev/cuda/decode_probe
 #include <cuda_runtime.h>
@@ -33,7 +33,7 @@ __device__ __forceinline__ unsigned smid() {
 constexpr int kRowBytes = 1792, kPitch = 1808, kSrcPitch = 14336;
 template <bool kBulk>
 __global__ void __launch_bounds__(256) load_kernel(const unsigned char* buf, int buf_rows, int rows, int smem_rows,
-                                                  int clustered, unsigned* where, unsigned* out) {
+                                                  int clustered, int shared, unsigned* where, unsigned* out) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) unsigned long long bar;
   const unsigned bar_addr = static_cast<unsigned>(__cvta_generic_to_shared(&bar));
@@ -44,8 +44,17 @@ __global__ void __launch_bounds__(256) load_kernel(const unsigned char* buf, int
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   const int cta = blockIdx.x;
+  // Rows of its own per CTA, or (shared) as a 16 x h decode tiling at 4 head groups x 4 token
+  // tiles reads them: the first half of a CTA's rows (its weight rows) is the same for the 4
+  // clusters of a head group (cluster / 4), the second half (its x rows) the same for the 4
+  // clusters of a token tile (cluster % 4); rank = K group = column block.
   const auto src_row = [&](int r) {
-    return buf + static_cast<std::size_t>((cta * rows + r) % buf_rows) * kSrcPitch + (cta % 8) * kRowBytes;
+    int row = (cta * rows + r) % buf_rows;
+    if (shared) {
+      const int cluster = cta / 8, half = rows / 2;
+      row = r < half ? (cluster / 4) * half + r : 512 + (cluster % 4) * half + (r - half);
+    }
+    return buf + static_cast<std::size_t>(row) * kSrcPitch + (cta % 8) * kRowBytes;
   };
   const unsigned base = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   if constexpr (kBulk) {
@@ -98,6 +107,7 @@ struct Launch {
   int rows;       // rows of 1792 bytes each CTA copies
   int smem_kb;    // dynamic shared memory per CTA, KB (raised to hold the rows)
   bool bulk;      // 1-D bulk copies instead of 16-byte cp.async
+  bool shared = false;  // rows shared between clusters as a decode tiling shares them (load_kernel)
 };
 
 void launch(const Launch& l, const unsigned char* buf, int buf_rows, unsigned* where, unsigned* out,
@@ -120,7 +130,7 @@ void launch(const Launch& l, const unsigned char* buf, int buf_rows, unsigned* w
   cfg.numAttrs = 2;
   const int smem_rows = static_cast<int>(smem / kPitch);
   DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, l.bulk ? load_kernel<true> : load_kernel<false>, buf, buf_rows, l.rows,
-                                    smem_rows, l.cluster > 1 ? 1 : 0, where, out));
+                                    smem_rows, l.cluster > 1 ? 1 : 0, l.shared ? 1 : 0, where, out));
 }
 
 // Median microseconds per launch over replays of a graph of n back-to-back launches.
@@ -195,6 +205,19 @@ int main() {
       for (int r : rows) std::printf(" %10.2f", time_graph({c, t.cluster, r, t.smem_kb, t.bulk}, buf, kBufRows, out, s));
       std::printf("\n");
       std::fflush(stdout);
+    }
+  }
+
+  std::printf("\n== rows of its own per CTA against rows shared as a decode tiling shares them (half the rows "
+              "by the 4 clusters of a head group, half by the 4 of a token tile); clusters of 8, 74 KB; us per launch ==\n");
+  std::printf("%8s %6s %10s %10s %10s %10s\n", "clusters", "rows", "cp.async", "cp.a.shared", "bulk", "bulk shared");
+  for (int c : {8, 16}) {
+    for (int r : {16, 32, 48}) {
+      std::printf("%8d %6d", c, r);
+      for (bool bulk : {false, true})
+        for (bool shared : {false, true})
+          std::printf(" %10.2f", time_graph({c, 8, r, 74, bulk, shared}, buf, kBufRows, out, s));
+      std::printf("\n");
     }
   }
 
