@@ -5,8 +5,10 @@
 // tiles do) or one 1-D bulk copy per row, then the cluster meets at one barrier. Rows of a table: clusters
 // of 8 per launch; columns: KB per CTA. One table per load method and shared-memory footprint (which
 // sets the CTAs per SM), one with clusters of 1 (same CTAs, no cluster); then rows of its own per
-// CTA against rows shared between clusters as a 16 x h decode tiling shares them. Last, where the
-// CTAs of one launch land: CTAs per SM, from %smid.
+// CTA against rows shared between clusters as a 16 x h decode tiling shares them; rows in L2 against
+// rows from HBM, with bulk copies of whole rows or of 256-byte pieces; the same CTAs in clusters of 16
+// copying half the rows (a finer K split). Last, where the CTAs of one launch land: CTAs per SM, from
+// %smid.
 // Build: cmake -B build -DDSA_INDEXER_BUILD_DEV=ON && cmake --build build --target decode_probe
 // Run:   ./build/dev/cuda/decode_probe
 #include <cuda_runtime.h>
@@ -33,7 +35,8 @@ __device__ __forceinline__ unsigned smid() {
 constexpr int kRowBytes = 1792, kPitch = 1808, kSrcPitch = 14336;
 template <bool kBulk>
 __global__ void __launch_bounds__(256) load_kernel(const unsigned char* buf, int buf_rows, int rows, int smem_rows,
-                                                  int clustered, int shared, unsigned* where, unsigned* out) {
+                                                  int clustered, int shared, int piece, unsigned* where,
+                                                  unsigned* out) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) unsigned long long bar;
   const unsigned bar_addr = static_cast<unsigned>(__cvta_generic_to_shared(&bar));
@@ -64,10 +67,13 @@ __global__ void __launch_bounds__(256) load_kernel(const unsigned char* buf, int
                    : "memory");
     }
     __syncthreads();
-    for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+    // `piece` bytes per copy: a row whole (1792) or cut into pieces issued by different threads.
+    const int pieces = kRowBytes / piece;
+    for (int i = threadIdx.x; i < rows * pieces; i += blockDim.x) {
+      const int r = i / pieces, q = i % pieces;
       asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                       base + (r % smem_rows) * kPitch),
-                   "l"(src_row(r)), "r"(kRowBytes), "r"(bar_addr)
+                       base + (r % smem_rows) * kPitch + q * piece),
+                   "l"(src_row(r) + q * piece), "r"(piece), "r"(bar_addr)
                    : "memory");
     }
     if (rows > 0) {
@@ -108,10 +114,12 @@ struct Launch {
   int smem_kb;    // dynamic shared memory per CTA, KB (raised to hold the rows)
   bool bulk;      // 1-D bulk copies instead of 16-byte cp.async
   bool shared = false;  // rows shared between clusters as a decode tiling shares them (load_kernel)
+  int piece = kRowBytes;  // bytes per bulk copy (a divisor of kRowBytes)
+  int cold = 0;           // > 0: launch i of a graph reads region i % cold of a buffer much larger than L2
 };
 
 void launch(const Launch& l, const unsigned char* buf, int buf_rows, unsigned* where, unsigned* out,
-            cudaStream_t s) {
+            cudaStream_t s, int index = 0) {
   cudaLaunchAttribute attrs[2] = {};
   attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attrs[0].val.programmaticStreamSerializationAllowed = 1;
@@ -120,7 +128,7 @@ void launch(const Launch& l, const unsigned char* buf, int buf_rows, unsigned* w
   attrs[1].val.clusterDim.y = 1;
   attrs[1].val.clusterDim.z = 1;
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(8 * l.clusters);
+  cfg.gridDim = dim3(8 * l.clusters);  // clusters of 16: half as many clusters, same CTAs
   cfg.blockDim = dim3(256);
   const std::size_t smem = std::max<std::size_t>(static_cast<std::size_t>(l.smem_kb) << 10,
                                                  static_cast<std::size_t>(std::max(l.rows, 1)) * kPitch);
@@ -129,8 +137,9 @@ void launch(const Launch& l, const unsigned char* buf, int buf_rows, unsigned* w
   cfg.attrs = attrs;
   cfg.numAttrs = 2;
   const int smem_rows = static_cast<int>(smem / kPitch);
-  DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, l.bulk ? load_kernel<true> : load_kernel<false>, buf, buf_rows, l.rows,
-                                    smem_rows, l.cluster > 1 ? 1 : 0, l.shared ? 1 : 0, where, out));
+  const unsigned char* src = l.cold > 0 ? buf + static_cast<std::size_t>(index % l.cold) * buf_rows * kSrcPitch : buf;
+  DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, l.bulk ? load_kernel<true> : load_kernel<false>, src, buf_rows, l.rows,
+                                    smem_rows, l.cluster > 1 ? 1 : 0, l.shared ? 1 : 0, l.piece, where, out));
 }
 
 // Median microseconds per launch over replays of a graph of n back-to-back launches.
@@ -139,7 +148,7 @@ double time_graph(const Launch& l, const unsigned char* buf, int buf_rows, unsig
   cudaGraph_t g;
   cudaGraphExec_t ge;
   DSA_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < n; ++i) launch(l, buf, buf_rows, nullptr, out, s);
+  for (int i = 0; i < n; ++i) launch(l, buf, buf_rows, nullptr, out, s, i);
   DSA_CUDA_CHECK(cudaStreamEndCapture(s, &g));
   DSA_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0));
   cudaEvent_t a, b;
@@ -171,14 +180,19 @@ int main() {
   DSA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   int max_smem = 0;
   DSA_CUDA_CHECK(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
-  for (auto k : {load_kernel<false>, load_kernel<true>})
+  for (auto k : {load_kernel<false>, load_kernel<true>}) {
     DSA_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem - 1024));
+    DSA_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));  // clusters of 16
+  }
   std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
   constexpr int kBufRows = 1170;  // 16 MB of 14336-byte rows: stays in L2 once touched
   unsigned char* buf;
   unsigned *out, *where;
-  DSA_CUDA_CHECK(cudaMalloc(&buf, static_cast<std::size_t>(kBufRows) * kSrcPitch));
-  DSA_CUDA_CHECK(cudaMemset(buf, 1, static_cast<std::size_t>(kBufRows) * kSrcPitch));
+  // kCold regions of kBufRows rows: 20 launches of a graph read 20 different regions (320 MB), so a
+  // region is evicted from L2 before its next read (cold tables); the other tables read region 0.
+  constexpr int kCold = 20;
+  DSA_CUDA_CHECK(cudaMalloc(&buf, static_cast<std::size_t>(kCold) * kBufRows * kSrcPitch));
+  DSA_CUDA_CHECK(cudaMemset(buf, 1, static_cast<std::size_t>(kCold) * kBufRows * kSrcPitch));
   DSA_CUDA_CHECK(cudaMalloc(&out, 8 * 64 * sizeof(unsigned)));
   DSA_CUDA_CHECK(cudaMalloc(&where, 8 * 64 * sizeof(unsigned)));
   cudaStream_t s;
@@ -218,6 +232,44 @@ int main() {
         for (bool shared : {false, true})
           std::printf(" %10.2f", time_graph({c, 8, r, 74, bulk, shared}, buf, kBufRows, out, s));
       std::printf("\n");
+    }
+  }
+
+  std::printf("\n== source in L2 (warm) or in HBM (cold: each launch of the graph reads other rows), and bulk copies "
+              "of whole rows or of 256-byte pieces; clusters of 8, 74 KB; us per launch ==\n");
+  std::printf("%8s %6s %9s %9s %9s %9s %9s %9s\n", "clusters", "rows", "cpa warm", "cpa cold", "bulk warm", "bulk cold",
+              "b256 warm", "b256 cold");
+  for (int c : {1, 8, 16, 32}) {
+    for (int r : {8, 16, 32, 48}) {
+      std::printf("%8d %6d", c, r);
+      for (int piece : {0, kRowBytes, 256})
+        for (int cold : {0, kCold}) {
+          Launch l{c, 8, r, 74, piece > 0};
+          l.piece = piece > 0 ? piece : kRowBytes;
+          l.cold = cold;
+          std::printf(" %9.2f", time_graph(l, buf, kBufRows, out, s));
+        }
+      std::printf("\n");
+      std::fflush(stdout);
+    }
+  }
+
+  std::printf("\n== a finer K split (NOTES.md lead 2): the same CTAs in clusters of 16 copying half the rows of "
+              "clusters of 8 (half a K group each); cold source; us per launch ==\n");
+  std::printf("%6s %8s %6s %9s %9s %9s\n", "CTAs", "cluster", "rows", "cp.async", "bulk", "bulk256");
+  for (int ctas : {64, 128, 256}) {
+    for (int cluster : {8, 16}) {
+      for (int r : {8, 16, 32}) {
+        std::printf("%6d %8d %6d", ctas, cluster, r);
+        for (int piece : {0, kRowBytes, 256}) {
+          Launch l{ctas / 8, cluster, r, 74, piece > 0};
+          l.piece = piece > 0 ? piece : kRowBytes;
+          l.cold = kCold;
+          std::printf(" %9.2f", time_graph(l, buf, kBufRows, out, s));
+        }
+        std::printf("\n");
+        std::fflush(stdout);
+      }
     }
   }
 

@@ -245,7 +245,7 @@ int main(int argc, char** argv) {
       all_ok = all_ok && ok;
       std::printf("%8ld", T);
       for (double u : us) std::printf(" %12.2f", u);
-      std::printf("  %s rel=%.2e %s%s\n", describe_cuda_dispatch(params(0)).substr(0, 40).c_str(), rel,
+      std::printf("  %s rel=%.2e %s%s\n", describe_cuda_dispatch(params(0)).substr(0, 64).c_str(), rel,
                   ok ? "ok" : "FAIL", bitwise.c_str());
       std::fflush(stdout);
       if (js) {

@@ -110,7 +110,8 @@ struct Choice {
 //   leaves room only for 64-token tiles, which issue too few bytes per instruction per wave but
 //   leave a shorter last round: they win up to T = 10240 (sweep 29: 37.2 against 38.8 us at 8192;
 //   sweep 28: equal at 10240-12288), and from there T128H64ws streams the weight chunk from L2 with each
-//   wave instead (sweep 21: 243 against 274 us at T = 65536).
+//   wave instead (sweep 21: 243 against 274 us at T = 65536). Below T = 1024, where the grid is
+//   small, T64H64WsX2 streams the weight too, and two of its CTAs fit per SM (mid64 below).
 // Tried and lost (numbers in NOTES.md): mma.sync prefill tiles, cp.async feeding wgmma, two chunks
 // per ring slot, two warpgroups splitting the heads of a 64 x 64 tile, L2 prefetch of x ahead of
 // the ring, 32- and 64-token decode tiles with one wave per tile, a 32-token decode tile writing its
@@ -126,6 +127,23 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   }
   // TMA coordinates are 32-bit; beyond that the portable kernel takes over.
   if (k.T >= (std::int64_t{1} << 31)) return c.reason = "T >= 2^31", c;
+  // Mid T: the 64-token tiles that stream the weight chunk with each wave instead of loading a
+  // weight slice first (48-112 KB before the first wave), two CTAs per SM: taken while the grid
+  // is small enough that the next kernel's, as large, is resident beside it (H200: 30 clusters of
+  // either resident, so up to 15 tiles). 32 heads first (more clusters pull in parallel, each
+  // copies half the weight), not at H <= 16, where half its heads would be padding; then 64.
+  // Benchmark, weight from HBM (NOTES.md version 42): see there; where both grids no longer fit
+  // they lost (T64H64WsX2 at DeepSeek T = 1024: 12.17 against 10.63 us for T64H64Tma).
+  const auto mid = [&](Sm90Tile otherwise) {
+    const std::int64_t tiles_t = (k.T + 63) / 64;
+    const auto small_grid = [&](Sm90Tile tile, int heads) {
+      return cuda::sm90_tile_fits(tile, k, dev.device) &&
+             2 * ((k.H + heads - 1) / heads) * tiles_t <= cuda::sm90_tile_max_clusters(tile, k, dev.device);
+    };
+    if (k.H > 16 && small_grid(Sm90Tile::kT64H32WsX2, 32)) return Sm90Tile::kT64H32WsX2;
+    if (k.H > 32 && small_grid(Sm90Tile::kT64H64WsX2, 64)) return Sm90Tile::kT64H64WsX2;
+    return otherwise;
+  };
   // Decode tiles with 16 or 32 heads, from the clusters the grid needs (one tile each: need16,
   // need32) against the clusters each tile keeps resident (occupancy query; H200: T16H16 30,
   // T16H16s1 45, T16H32s1 30). Best is a grid small enough that the next kernel's, as large, is
@@ -136,8 +154,9 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   // T16H16, T = 160 4.69 against 5.26 for T64H32tma; GLM T = 192 3.45 against 3.69; equal at
   // DeepSeek T = 128, 0.08 behind T16H16s1 at GLM T = 256); not at H <= 16, where half its heads
   // would be padding. Then whichever 16-head tile runs in one round.
-  const auto decode = [&](Sm90Tile otherwise) {
-    if (!cuda::sm90_tile_fits(Sm90Tile::kT16H16, k, dev.device)) return otherwise;
+  // `otherwise` (a callable, asked only when no decode tile applies) gives the tile beyond them.
+  const auto decode = [&](auto otherwise) {
+    if (!cuda::sm90_tile_fits(Sm90Tile::kT16H16, k, dev.device)) return otherwise();
     const std::int64_t tiles_t = (k.T + 15) / 16;
     const std::int64_t need16 = ((k.H + 15) / 16) * tiles_t, need32 = ((k.H + 31) / 32) * tiles_t;
     const int two = cuda::sm90_tile_max_clusters(Sm90Tile::kT16H16, k, dev.device);
@@ -150,7 +169,7 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
       return Sm90Tile::kT16H32s1;
     }
     if (need16 <= two) return Sm90Tile::kT16H16;
-    return need16 <= three ? Sm90Tile::kT16H16s1 : otherwise;
+    return need16 <= three ? Sm90Tile::kT16H16s1 : otherwise();
   };
   // T <= 8: the bulk-copy T16H8b (sweep 36: DeepSeek T = 1 2.01 against 2.20 us, T = 8 2.18
   // against 2.28, at T = 16 behind, 2.39 against 2.33; benchmark: T = 1 2.04 against 2.13, GLM
@@ -163,9 +182,9 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     if (k.T <= 32) {
       order[n++] = Sm90Tile::kT16H8;
     } else if (k.T <= 256) {
-      order[n++] = decode(Sm90Tile::kT64H16Tma);
+      order[n++] = decode([&] { return mid(Sm90Tile::kT64H16Tma); });
     } else if (k.T <= 2048) {
-      order[n++] = Sm90Tile::kT64H32Tma;
+      order[n++] = mid(Sm90Tile::kT64H32Tma);
     } else {
       order[n++] = Sm90Tile::kT128H32Tma;
       order[n++] = Sm90Tile::kT64H32Tma;
@@ -174,9 +193,10 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     if (k.T <= 16) {
       order[n++] = Sm90Tile::kT16H8;
     } else if (k.T <= 256) {
-      order[n++] = decode(k.T <= 128 ? Sm90Tile::kT64H16Tma : Sm90Tile::kT64H32Tma);
+      order[n++] = decode([&] { return mid(k.T <= 128 ? Sm90Tile::kT64H16Tma : Sm90Tile::kT64H32Tma); });
     } else if (k.T <= 10240) {
-      order[n++] = Sm90Tile::kT64H64Tma;
+      order[n++] = mid(Sm90Tile::kT64H64Tma);
+      if (order[n - 1] != Sm90Tile::kT64H64Tma) order[n++] = Sm90Tile::kT64H64Tma;
       order[n++] = Sm90Tile::kT64H32Tma;
     } else {
       order[n++] = Sm90Tile::kT128H64Ws;

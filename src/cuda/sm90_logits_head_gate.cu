@@ -898,7 +898,8 @@ struct Config {
   static_assert(kT % (16 * kWT) == 0 && kH % (8 * kWH) == 0, "warp tiles are m16 x n8 multiples");
   static std::string label() {
     return "T" + std::to_string(kT) + "H" + std::to_string(kH) + (kStreamW ? "ws" : kPrefill ? "tma" : "") +
-           (kSlots_ == 1 ? "s1" : "") + (kBulk_ ? "b" : "");
+           (kSlots_ == 1 ? "s1" : "") + (kBulk_ ? "b" : "") +
+           (kPrefill && kMinBlocks_ > 1 ? "x" + std::to_string(kMinBlocks_) : std::string());
   }
   static std::string name() {
     return "sm90_cluster8<T" + std::to_string(kT) + ",H" + std::to_string(kH) + ",warps" +
@@ -913,7 +914,8 @@ struct Config {
 // (= chunks of K per ring slot); slots: ring depth. Tiles that lost in the sweeps (mma.sync
 // prefill tiles, wgmma without TMA, two chunks per slot, two warpgroups splitting 64 heads, a
 // streamed weight at 64 tokens, T128H64 with a 3-slot ring and two inbox buffers, T128H32 with one
-// inbox buffer and 5 slots, bulk-copy 16 x 16 and 16 x 32 tiles) are in NOTES.md.
+// inbox buffer and 5 slots, bulk-copy 16 x 16 and 16 x 32 tiles, a streamed-weight T64H64 with 2 slots
+// and two inbox buffers) are in NOTES.md.
 // T16H8b: T16H8 fed by 1-D bulk copies, one per row of the K group (NOTES.md version 35): faster
 // at the smallest T, where a CTA loads 8 weight rows and a few rows of x.
 // T16H16s1: T16H16 with one ring slot (74 KB, 69 registers), so three CTAs fit per SM and a grid
@@ -922,6 +924,9 @@ struct Config {
 // nothing would be loading while a wave computes.
 // T16H32s1: 32 heads per CTA with one slot (112 KB at K = 7168, 91 registers: two CTAs per SM):
 // half the clusters of the 16-head tiles, each pulling half as many copies of x (version 34).
+// T64H64WsX2, T64H32WsX2: 64-token prefill tiles whose ring carries the weight chunk beside the x
+// chunk (no weight slice to load before the first wave) with one inbox buffer, 113 and 105 KB, so
+// two CTAs fit per SM: for grids small enough that the next kernel's fits beside them (version 42).
 using ConfigT16H8 = Config<16, 8, 1, 1, 8, 2>;
 using ConfigT16H8b = Config<16, 8, 1, 1, 8, 2, false, false, 2, 1, true>;
 using ConfigT16H16 = Config<16, 16, 1, 1, 8, 2>;
@@ -933,6 +938,8 @@ using ConfigT64H32Tma = Config<64, 32, 4, 1, 1, 4, true>;
 using ConfigT64H64Tma = Config<64, 64, 4, 1, 1, 5, true>;
 using ConfigT128H32Tma = Config<128, 32, 8, 1, 1, 4, true>;
 using ConfigT128H64Ws = Config<128, 64, 8, 1, 1, 4, true, true, 1>;
+using ConfigT64H64WsX2 = Config<64, 64, 4, 1, 1, 3, true, true, 1, 2>;
+using ConfigT64H32WsX2 = Config<64, 32, 4, 1, 1, 4, true, true, 1, 2>;
 
 template <class F>
 auto visit(Sm90Tile tile, F&& f) {
@@ -948,6 +955,8 @@ auto visit(Sm90Tile tile, F&& f) {
     case Sm90Tile::kT64H64Tma: return f(ConfigT64H64Tma{});
     case Sm90Tile::kT128H32Tma: return f(ConfigT128H32Tma{});
     case Sm90Tile::kT128H64Ws: return f(ConfigT128H64Ws{});
+    case Sm90Tile::kT64H64WsX2: return f(ConfigT64H64WsX2{});
+    case Sm90Tile::kT64H32WsX2: return f(ConfigT64H32WsX2{});
   }
   DSA_CHECK(false, "unknown sm90 tile " << static_cast<int>(tile));
 }

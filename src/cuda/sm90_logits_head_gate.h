@@ -14,14 +14,16 @@ namespace dsa_indexer::cuda {
 // kT16H8b is kT16H8 loading whole rows of the K group with 1-D bulk copies instead of cp.async
 // (one wave per tile only: K <= 8192); kT16H16s1 and kT16H32s1 have a one-slot ring, small enough
 // for three and two CTAs per SM; kT128H64Ws streams the weight through the ring with x instead of
-// keeping it resident.
+// keeping it resident, and so do kT64H64WsX2 and kT64H32WsX2, small enough for two CTAs per SM.
 enum class Sm90Tile {
-  kT16H8, kT16H8b, kT16H16, kT16H16s1, kT16H32s1, kT32H32, kT64H16Tma, kT64H32Tma, kT64H64Tma, kT128H32Tma, kT128H64Ws
+  kT16H8, kT16H8b, kT16H16, kT16H16s1, kT16H32s1, kT32H32, kT64H16Tma, kT64H32Tma, kT64H64Tma, kT128H32Tma,
+  kT128H64Ws, kT64H64WsX2, kT64H32WsX2
 };
 constexpr Sm90Tile kAllSm90Tiles[] = {Sm90Tile::kT16H8,      Sm90Tile::kT16H8b,    Sm90Tile::kT16H16,
                                       Sm90Tile::kT16H16s1,   Sm90Tile::kT16H32s1,  Sm90Tile::kT32H32,
                                       Sm90Tile::kT64H16Tma,  Sm90Tile::kT64H32Tma, Sm90Tile::kT64H64Tma,
-                                      Sm90Tile::kT128H32Tma, Sm90Tile::kT128H64Ws};
+                                      Sm90Tile::kT128H32Tma, Sm90Tile::kT128H64Ws,
+                                      Sm90Tile::kT64H64WsX2, Sm90Tile::kT64H32WsX2};
 
 // Whether the tile's shared memory (resident weight slice + x ring + reduction buffer) fits.
 bool sm90_tile_fits(Sm90Tile tile, const KernelParams& p, int device);

@@ -465,9 +465,13 @@ TEST_P(CudaTest, FastPathBitwiseEqualsPortable) {
   // T = 1 at K = 7168 and T = 5 at K = 2560 (short last chunk): the bulk-copy decode tile; T = 12: its
   // cp.async twin. T = 64 at H = 64 and T = 256 at H = 16: the one-slot 16 x 16 decode tile (16
   // clusters); T = 200 at H = 64, T = 250 at H = 32, T = 50 at H = 128: the one-slot 32-head tile
-  // (26, 16 and 16 clusters).
+  // (26, 16 and 16 clusters). The mid-T tiles that stream the weight, two CTAs per SM: 64 heads at
+  // T = 700, H = 64 (11 clusters, a 60-row last tile) and at T = 400, H = 96, K = 2048 (a partial
+  // head tile, two waves per tile); 32 heads at T = 300, H = 80 (a half head tile) and T = 500,
+  // GLM's shape (a 52-row last tile).
   for (const Shape s : {Shape{1, 64, 7168}, Shape{5, 64, 2560}, Shape{12, 64, 7168}, Shape{33, 64, 7168},
-                        Shape{64, 64, 7168}, Shape{200, 64, 7168}, Shape{256, 16, 2048},
+                        Shape{64, 64, 7168}, Shape{200, 64, 7168}, Shape{256, 16, 2048}, Shape{700, 64, 7168},
+                        Shape{400, 96, 2048}, Shape{300, 80, 7168}, Shape{500, 32, 6144},
                         Shape{5000, 64, 7168}, Shape{10241, 64, 7168}, Shape{100, 32, 6144}, Shape{250, 32, 6144},
                         Shape{3000, 32, 6144}, Shape{50, 128, 1024}, Shape{20, 64, 2560}, Shape{700, 64, 2560},
                         Shape{300, 32, 1536}, Shape{10300, 96, 2048}, Shape{10300, 64, 1024}}) {
