@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cuda/cuda_check.h"
+#include "dev_timing.h"
 
 namespace {
 
@@ -142,34 +143,9 @@ void launch(const Launch& l, const unsigned char* buf, int buf_rows, unsigned* w
                                     smem_rows, l.cluster > 1 ? 1 : 0, l.shared ? 1 : 0, l.piece, where, out));
 }
 
-// Median microseconds per launch over replays of a graph of n back-to-back launches.
+// Median microseconds per launch over replays of a graph of 20 back-to-back launches.
 double time_graph(const Launch& l, const unsigned char* buf, int buf_rows, unsigned* out, cudaStream_t s) {
-  constexpr int n = 20;
-  cudaGraph_t g;
-  cudaGraphExec_t ge;
-  DSA_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < n; ++i) launch(l, buf, buf_rows, nullptr, out, s, i);
-  DSA_CUDA_CHECK(cudaStreamEndCapture(s, &g));
-  DSA_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0));
-  cudaEvent_t a, b;
-  DSA_CUDA_CHECK(cudaEventCreate(&a));
-  DSA_CUDA_CHECK(cudaEventCreate(&b));
-  std::vector<float> ms;
-  for (int r = 0; r < 12; ++r) {
-    DSA_CUDA_CHECK(cudaEventRecord(a, s));
-    DSA_CUDA_CHECK(cudaGraphLaunch(ge, s));
-    DSA_CUDA_CHECK(cudaEventRecord(b, s));
-    DSA_CUDA_CHECK(cudaEventSynchronize(b));
-    float m;
-    DSA_CUDA_CHECK(cudaEventElapsedTime(&m, a, b));
-    if (r >= 2) ms.push_back(m);
-  }
-  DSA_CUDA_CHECK(cudaEventDestroy(a));
-  DSA_CUDA_CHECK(cudaEventDestroy(b));
-  DSA_CUDA_CHECK(cudaGraphExecDestroy(ge));
-  DSA_CUDA_CHECK(cudaGraphDestroy(g));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2] * 1000.0 / n;
+  return dsa_dev::time_graph(s, 20, [&](int i) { launch(l, buf, buf_rows, nullptr, out, s, i); });
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cuda/cuda_check.h"
+#include "dev_timing.h"
 #include "dsa_indexer/logits_head_gate.h"
 
 namespace {
@@ -57,22 +58,7 @@ int main() {
   DSA_CUDA_CHECK(cudaMemset(q, 0, T * H * 4));
   cudaStream_t s;
   DSA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  dsa_indexer::LogitsHeadGateParams p;
-  p.x = x;
-  p.x_row_stride = K;
-  p.weight = w;
-  p.weight_row_stride = K;
-  p.q_scale = q;
-  p.q_scale_stride_t = H;
-  p.q_scale_stride_h = 1;
-  p.out = out;
-  p.out_stride_t = H;
-  p.out_stride_h = 1;
-  p.T = T;
-  p.H = H;
-  p.K = K;
-  p.n_heads_inv_sqrt = 0.125f;
-  p.softmax_scale = 0.0625f;
+  const dsa_indexer::LogitsHeadGateParams p = dsa_dev::contiguous_params(x, w, q, out, T, H, K);
   dsa_indexer::logits_head_gate_cuda(p, s);  // first call: occupancy queries, module load
   DSA_CUDA_CHECK(cudaStreamSynchronize(s));
 

@@ -21,9 +21,12 @@
 #include <vector>
 
 #include "cuda/cuda_check.h"
+#include "dev_timing.h"
 #include "dsa_indexer/logits_head_gate.h"
 
 namespace {
+
+using dsa_dev::launch_pdl;
 
 constexpr int kK = 7168, kH = 64, kGroups = 8, kG = kK / kGroups;
 constexpr int kRowBytes = kG * 2;        // one group of a row: 1792 bytes
@@ -157,52 +160,6 @@ __global__ void __launch_bounds__(256) add_groups_kernel(const float* ws, long T
   }
 }
 
-template <class K, class... Args>
-void launch_pdl(K kernel, dim3 grid, dim3 block, std::size_t smem, cudaStream_t s, Args... args) {
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
-  DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
-}
-
-// Median microseconds per call of launch(i), i in [0, 20), captured in one graph and replayed.
-template <class F>
-double time_graph(cudaStream_t s, F&& launch) {
-  constexpr int n = 20;
-  cudaGraph_t g;
-  cudaGraphExec_t ge;
-  DSA_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < n; ++i) launch(i);
-  DSA_CUDA_CHECK(cudaStreamEndCapture(s, &g));
-  DSA_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0));
-  cudaEvent_t a, b;
-  DSA_CUDA_CHECK(cudaEventCreate(&a));
-  DSA_CUDA_CHECK(cudaEventCreate(&b));
-  std::vector<float> ms;
-  for (int r = 0; r < 12; ++r) {
-    DSA_CUDA_CHECK(cudaEventRecord(a, s));
-    DSA_CUDA_CHECK(cudaGraphLaunch(ge, s));
-    DSA_CUDA_CHECK(cudaEventRecord(b, s));
-    DSA_CUDA_CHECK(cudaEventSynchronize(b));
-    float m;
-    DSA_CUDA_CHECK(cudaEventElapsedTime(&m, a, b));
-    if (r >= 2) ms.push_back(m);
-  }
-  DSA_CUDA_CHECK(cudaEventDestroy(a));
-  DSA_CUDA_CHECK(cudaEventDestroy(b));
-  DSA_CUDA_CHECK(cudaGraphExecDestroy(ge));
-  DSA_CUDA_CHECK(cudaGraphDestroy(g));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2] * 1000.0 / n;
-}
-
 }  // namespace
 
 int main() {
@@ -245,7 +202,7 @@ int main() {
     const auto run = [&](auto kernel, long R, int mode) {
       const long items = (T + R - 1) / R * kGroups;
       const unsigned grid = static_cast<unsigned>(std::min<long>(items, nsm));
-      return time_graph(s, [&](int i) {
+      return dsa_dev::time_graph(s, 20, [&](int i) {
         launch_pdl(kernel, dim3(grid), dim3(kThreads), kSmem, s, static_cast<const unsigned char*>(xr(i)), T,
                    static_cast<const unsigned char*>(w), ws, counters, out, mode);
         if (mode == kSecondKernel) {
@@ -260,22 +217,8 @@ int main() {
     us.push_back(run(splitk_kernel<128>, 128, kSecondKernel));
     us.push_back(run(splitk_kernel<64>, 64, kPartials));
     us.push_back(run(splitk_kernel<64>, 64, kLastAdds));
-    dsa_indexer::LogitsHeadGateParams p;
-    p.x_row_stride = kK;
-    p.weight = w;
-    p.weight_row_stride = kK;
-    p.q_scale = q;
-    p.q_scale_stride_t = kH;
-    p.q_scale_stride_h = 1;
-    p.out = out;
-    p.out_stride_t = kH;
-    p.out_stride_h = 1;
-    p.T = T;
-    p.H = kH;
-    p.K = kK;
-    p.n_heads_inv_sqrt = 0.125f;
-    p.softmax_scale = 0.0625f;
-    us.push_back(time_graph(s, [&](int i) {
+    dsa_indexer::LogitsHeadGateParams p = dsa_dev::contiguous_params(x, w, q, out, T, kH, kK);
+    us.push_back(dsa_dev::time_graph(s, 20, [&](int i) {
       p.x = xr(i);
       dsa_indexer::logits_head_gate_cuda(p, s);
     }));

@@ -20,10 +20,13 @@
 #include "cuda/cuda_check.h"
 #include "cuda/generic_logits_head_gate.h"
 #include "cuda/sm90_logits_head_gate.h"
+#include "dev_timing.h"
 #include "dsa_indexer/logits_head_gate.h"
 
 using namespace dsa_indexer;
 using namespace dsa_indexer::cuda;
+using dsa_dev::launch_pdl;
+using dsa_dev::time_graph;
 
 namespace {
 
@@ -46,38 +49,6 @@ double from_bf16(std::uint16_t b) {
   float f;
   std::memcpy(&f, &u, 4);
   return f;
-}
-
-struct Timer {
-  cudaEvent_t a, b;
-  Timer() { cudaEventCreate(&a); cudaEventCreate(&b); }
-  ~Timer() { cudaEventDestroy(a); cudaEventDestroy(b); }
-};
-
-// Median microseconds per call of `launch(i)` for i in [0, n), captured in one graph and replayed.
-template <class F>
-double time_graph(cudaStream_t s, int n, F&& launch) {
-  cudaGraph_t g;
-  cudaGraphExec_t ge;
-  DSA_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < n; ++i) launch(i);
-  DSA_CUDA_CHECK(cudaStreamEndCapture(s, &g));
-  DSA_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0));
-  Timer t;
-  std::vector<float> ms;
-  for (int r = 0; r < 12; ++r) {
-    DSA_CUDA_CHECK(cudaEventRecord(t.a, s));
-    DSA_CUDA_CHECK(cudaGraphLaunch(ge, s));
-    DSA_CUDA_CHECK(cudaEventRecord(t.b, s));
-    DSA_CUDA_CHECK(cudaEventSynchronize(t.b));
-    float m;
-    DSA_CUDA_CHECK(cudaEventElapsedTime(&m, t.a, t.b));
-    if (r >= 2) ms.push_back(m);
-  }
-  cudaGraphExecDestroy(ge);
-  cudaGraphDestroy(g);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2] * 1000.0 / n;
 }
 
 // Launch rules of the head gate's kernel (programmatic dependent launch): the next kernel may start
@@ -105,20 +76,6 @@ __global__ void __launch_bounds__(512) read_probe_kernel(const uint4* x, std::si
     acc ^= v.x ^ v.y ^ v.z ^ v.w;
   }
   for (std::size_t i = first; i < nout; i += stride) out[i] = make_uint4(acc, acc, acc, acc);
-}
-
-template <class... Args>
-void launch_probe(void (*kernel)(Args...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.stream = s;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
-  DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
 }
 
 }  // namespace
@@ -234,10 +191,10 @@ int main(int argc, char** argv) {
       }
       us.push_back(time_graph(s, std::max(nbuf, 20), [&](int i) { launch_generic(kparams(i % nbuf), s); }));
       us.push_back(time_graph(s, std::max(nbuf, 20), [&](int i) { logits_head_gate_cuda(params(i % nbuf), s); }));
-      us.push_back(time_graph(s, std::max(nbuf, 20), [&](int) { launch_probe(empty_kernel, dim3(1), dim3(32), s); }));
+      us.push_back(time_graph(s, std::max(nbuf, 20), [&](int) { launch_pdl(empty_kernel, dim3(1), dim3(32), 0, s); }));
       us.push_back(time_graph(s, std::max(nbuf, 20), [&](int i) {
         const int b = i % nbuf;
-        launch_probe(read_probe_kernel, dim3(4 * prop.multiProcessorCount), dim3(512), s,
+        launch_pdl(read_probe_kernel, dim3(4 * prop.multiProcessorCount), dim3(512), 0, s,
                      reinterpret_cast<const uint4*>(dx[b]), xbytes / 16, reinterpret_cast<const uint4*>(dw),
                      hw.size() * 2 / 16, reinterpret_cast<const uint4*>(dq[b]), hq.size() * 4 / 16,
                      reinterpret_cast<uint4*>(dout[b]), hq.size() * 4 / 16);
