@@ -110,8 +110,9 @@ struct Choice {
 //   leaves room only for 64-token tiles, which issue too few bytes per instruction per wave but
 //   leave a shorter last round: they win up to T = 10240 (sweep 29: 37.2 against 38.8 us at 8192;
 //   sweep 28: equal at 10240-12288), and from there T128H64ws streams the weight chunk from L2 with each
-//   wave instead (sweep 21: 243 against 274 us at T = 65536). Below T = 1024, where the grid is
-//   small, T64H64WsX2 streams the weight too, and two of its CTAs fit per SM (mid64 below).
+//   wave instead (sweep 21: 243 against 274 us at T = 65536). Below T ~ 1000, where the grid is
+//   small, the mid-T tiles T64H32WsX2 and T64H64WsX2 stream the weight too, two CTAs per SM
+//   (`mid` below).
 // Tried and lost (numbers in NOTES.md): mma.sync prefill tiles, cp.async feeding wgmma, two chunks
 // per ring slot, two warpgroups splitting the heads of a 64 x 64 tile, L2 prefetch of x ahead of
 // the ring, 32- and 64-token decode tiles with one wave per tile, a 32-token decode tile writing its
@@ -132,8 +133,9 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   // is small enough that the next kernel's, as large, is resident beside it (H200: 30 clusters of
   // either resident, so up to 15 tiles). 32 heads first (more clusters pull in parallel, each
   // copies half the weight), not at H <= 16, where half its heads would be padding; then 64.
-  // Benchmark, weight from HBM (NOTES.md version 42): see there; where both grids no longer fit
-  // they lost (T64H64WsX2 at DeepSeek T = 1024: 12.17 against 10.63 us for T64H64Tma).
+  // Benchmark, weight from HBM (NOTES.md version 42): DeepSeek T = 256 6.33 against 6.96 us
+  // (T64H32Tma), T = 512 6.87 against 7.83 (T64H64Tma); GLM T = 512 4.91 against 5.80; where both
+  // grids no longer fit they lost (T64H64WsX2 at DeepSeek T = 1024: 12.17 against 10.63).
   const auto mid = [&](Sm90Tile otherwise) {
     const std::int64_t tiles_t = (k.T + 63) / 64;
     const auto small_grid = [&](Sm90Tile tile, int heads) {
