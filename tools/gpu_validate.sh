@@ -60,12 +60,16 @@ step bench 420 tools/run_gpu_bench.sh "$res/bench"
 # One shape per kind of kernel: one-slot decode tile (T = 64), 64-token TMA tile (T = 1000, GLM; T = 4097,
 # DeepSeek, with a one-row last tile), the portable kernel; and the bitwise test, whose shapes
 # reach every tile the two model shapes dispatch, the streamed-weight 128-token tile (T = 10241)
-# included (the sweep below compares every tile, fallbacks too, bitwise with the portable kernel).
+# included (the sweep below compares every tile, fallbacks too, bitwise with the portable kernel),
+# and the static-weight test (weight copied before griddepcontrol.wait).
 shapes='*CudaAuto_T64_H64_K7168*:*CudaAuto_T1000_H32_K6144*:*CudaAuto_T4097_H64_K7168*:*CudaPortable_T3_H7_K100*'
-shapes="$shapes:Cuda/CudaTest.FastPathBitwiseEqualsPortable/*"
+shapes="$shapes:Cuda/CudaTest.FastPathBitwiseEqualsPortable/*:All/BackendTest.StaticWeightGivesTheSameBits/CudaAuto"
 step memcheck 180 compute-sanitizer --tool memcheck --error-exitcode 1 "$bin/dsa_indexer_tests" --gtest_filter="$shapes"
 step racecheck 240 compute-sanitizer --tool racecheck --error-exitcode 1 "$bin/dsa_indexer_tests" --gtest_filter="$shapes"
 step sweep 150 "$bin/sweep_sm90_tiles" --T 1,8,16,32,64,128,256,512,1024,2048,4096,8192,16384,32768,65536 --json "$res/sweep.json"
+# Every tile again with a static weight (copied before the wait), the weight rotated as in the benchmark.
+step sweep_static 150 "$bin/sweep_sm90_tiles" --rotate-weight --static-weight \
+  --T 1,16,32,64,96,128,192,256,384,512,768,1024,2048,4096,16384,65536 --json "$res/sweep_static.json"
 
 echo "== done: $(grep -c 'exit 0' "$res/summary.txt") of $(wc -l <"$res/summary.txt") steps passed"
 exit $failed

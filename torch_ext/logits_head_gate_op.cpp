@@ -94,7 +94,8 @@ void check_out_storage(const at::Tensor& out) {
 
 LogitsHeadGateParams make_params(const at::Tensor& x, const at::Tensor& weight,
                                  double n_heads_inv_sqrt, double softmax_scale,
-                                 const at::Tensor& q_scale, const at::Tensor& out) {
+                                 const at::Tensor& q_scale, bool static_weight,
+                                 const at::Tensor& out) {
   LogitsHeadGateParams p;
   p.T = x.size(0);
   p.K = x.size(1);
@@ -111,6 +112,7 @@ LogitsHeadGateParams make_params(const at::Tensor& x, const at::Tensor& weight,
   p.out_stride_h = out.stride(1);
   p.n_heads_inv_sqrt = static_cast<float>(n_heads_inv_sqrt);
   p.softmax_scale = static_cast<float>(softmax_scale);
+  p.static_weight = static_weight;
   return p;
 }
 
@@ -118,34 +120,35 @@ namespace {
 
 // ---- CPU --------------------------------------------------------------------------------------
 at::Tensor& out_cpu(const at::Tensor& x, const at::Tensor& weight, double n_heads_inv_sqrt,
-                    double softmax_scale, const at::Tensor& q_scale, at::Tensor& out) {
+                    double softmax_scale, const at::Tensor& q_scale, bool static_weight,
+                    at::Tensor& out) {
   check_args(x, weight, q_scale, &out);
   check_out_storage(out);
   if (x.size(0) == 0) return out;
-  const auto p = make_params(x, weight, n_heads_inv_sqrt, softmax_scale, q_scale, out);
+  const auto p = make_params(x, weight, n_heads_inv_sqrt, softmax_scale, q_scale, static_weight, out);
   call_core([&] { logits_head_gate_cpu(p); });
   return out;
 }
 
 at::Tensor functional_cpu(const at::Tensor& x, const at::Tensor& weight, double n_heads_inv_sqrt,
-                          double softmax_scale, const at::Tensor& q_scale) {
+                          double softmax_scale, const at::Tensor& q_scale, bool static_weight) {
   check_args(x, weight, q_scale, nullptr);
   at::Tensor out = at::empty({x.size(0), weight.size(0), 1}, x.options().dtype(at::kFloat));
   if (x.size(0) == 0) return out;
-  const auto p = make_params(x, weight, n_heads_inv_sqrt, softmax_scale, q_scale, out);
+  const auto p = make_params(x, weight, n_heads_inv_sqrt, softmax_scale, q_scale, static_weight, out);
   call_core([&] { logits_head_gate_cpu(p); });
   return out;
 }
 
 // ---- Meta (shapes only; also what FakeTensor runs under torch.compile) ---------------------------
 at::Tensor& out_meta(const at::Tensor& x, const at::Tensor& weight, double, double,
-                     const at::Tensor& q_scale, at::Tensor& out) {
+                     const at::Tensor& q_scale, bool, at::Tensor& out) {
   check_args(x, weight, q_scale, &out);
   return out;
 }
 
 at::Tensor functional_meta(const at::Tensor& x, const at::Tensor& weight, double, double,
-                           const at::Tensor& q_scale) {
+                           const at::Tensor& q_scale, bool) {
   const Dims d = check_args(x, weight, q_scale, nullptr);
   return at::empty_symint({d.T, d.H, c10::SymInt(1)}, x.options().dtype(at::kFloat));
 }
@@ -156,13 +159,13 @@ at::Tensor functional_meta(const at::Tensor& x, const at::Tensor& weight, double
 // compiler two ops it knows how to functionalize.
 at::Tensor& out_functionalize(const at::Tensor& x, const at::Tensor& weight,
                               double n_heads_inv_sqrt, double softmax_scale,
-                              const at::Tensor& q_scale, at::Tensor& out) {
+                              const at::Tensor& q_scale, bool static_weight, at::Tensor& out) {
   check_args(x, weight, q_scale, &out);
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("dsa_indexer::logits_head_gate", "")
                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double,
-                                               double, const at::Tensor&)>();
-  const at::Tensor r = op.call(x, weight, n_heads_inv_sqrt, softmax_scale, q_scale);
+                                               double, const at::Tensor&, bool)>();
+  const at::Tensor r = op.call(x, weight, n_heads_inv_sqrt, softmax_scale, q_scale, static_weight);
   out.copy_(r.view_symint(out.sym_sizes()));
   return out;
 }
@@ -171,13 +174,15 @@ at::Tensor& out_functionalize(const at::Tensor& x, const at::Tensor& weight,
 
 }  // namespace dsa_indexer::torch_ext
 
+// static_weight (keyword only, default False): LogitsHeadGateParams::static_weight, a promise that
+// no earlier work on the stream writes the weight (a model parameter); same result, faster on sm_90a.
 TORCH_LIBRARY(dsa_indexer, m) {
   m.def(
       "logits_head_gate(Tensor x, Tensor weight, float n_heads_inv_sqrt, float softmax_scale, "
-      "Tensor q_scale) -> Tensor");
+      "Tensor q_scale, *, bool static_weight=False) -> Tensor");
   m.def(
       "logits_head_gate.out(Tensor x, Tensor weight, float n_heads_inv_sqrt, float softmax_scale, "
-      "Tensor q_scale, *, Tensor(a!) out) -> Tensor(a!)");
+      "Tensor q_scale, *, bool static_weight=False, Tensor(a!) out) -> Tensor(a!)");
 }
 
 TORCH_LIBRARY_IMPL(dsa_indexer, CPU, m) {

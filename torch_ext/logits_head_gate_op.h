@@ -25,7 +25,8 @@ void check_out_storage(const at::Tensor& out);
 // The core's params for validated tensors of concrete size; out is [T, H, 1] or [T, H].
 LogitsHeadGateParams make_params(const at::Tensor& x, const at::Tensor& weight,
                                  double n_heads_inv_sqrt, double softmax_scale,
-                                 const at::Tensor& q_scale, const at::Tensor& out);
+                                 const at::Tensor& q_scale, bool static_weight,
+                                 const at::Tensor& out);
 
 // Runs fn(), rethrowing a dsa_indexer::Error from the core as a c10::Error (RuntimeError in
 // Python) so that every failure of the operator surfaces the same way.

@@ -6,6 +6,9 @@
 // src/cuda/cuda_logits_head_gate.cpp were chosen from (numbers in src/cuda/NOTES.md).
 // Build: cmake -B build -DDSA_INDEXER_BUILD_DEV=ON && cmake --build build --target sweep_sm90_tiles
 // Run:   ./build/dev/cuda/sweep_sm90_tiles [--shapes 7168x64,6144x32] [--T 1,2,4,...] [--json file]
+//        [--rotate-weight]   (the weight rotates with x, as in the benchmark, so it comes from HBM;
+//                             by default one weight buffer stays in L2, as engines that keep it hot)
+//        [--static-weight]   (LogitsHeadGateParams::static_weight: the weight copied before the wait)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -85,20 +88,30 @@ int main(int argc, char** argv) {
   std::vector<long> Ts;
   for (long t = 1; t <= 65536; t *= 2) Ts.push_back(t);
   const char* json_path = nullptr;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  bool rotate_weight = false, static_weight = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--rotate-weight")) { rotate_weight = true; continue; }
+    if (!std::strcmp(argv[i], "--static-weight")) { static_weight = true; continue; }
+    if (i + 1 >= argc) break;
     if (!std::strcmp(argv[i], "--shapes")) shapes = parse_list(argv[i + 1]);
     if (!std::strcmp(argv[i], "--T")) Ts = parse_list(argv[i + 1]);
     if (!std::strcmp(argv[i], "--json")) json_path = argv[i + 1];
+    ++i;
   }
   int dev = 0;
   DSA_CUDA_CHECK(cudaSetDevice(dev));
   cudaDeviceProp prop;
   DSA_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
-  std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+  std::printf("device: %s, %d SMs, L2 %d MB; weight %s%s\n", prop.name, prop.multiProcessorCount,
+              prop.l2CacheSize >> 20, rotate_weight ? "rotated with x (from HBM)" : "one buffer (in L2)",
+              static_weight ? ", static (copied before the wait)" : "");
   cudaStream_t s;
   DSA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   FILE* js = json_path ? std::fopen(json_path, "w") : nullptr;
-  if (js) std::fprintf(js, "{\"device\": \"%s\", \"records\": [\n", prop.name);
+  if (js) {
+    std::fprintf(js, "{\"device\": \"%s\", \"weight_rotated\": %s, \"static_weight\": %s, \"records\": [\n",
+                 prop.name, rotate_weight ? "true" : "false", static_weight ? "true" : "false");
+  }
   bool first_rec = true, all_ok = true;
   std::mt19937 rng(1234);
 
@@ -107,16 +120,19 @@ int main(int argc, char** argv) {
     std::printf("\n== K=%d H=%d ==\n%8s", K, H, "T");
     for (Sm90Tile tile : kAllSm90Tiles) std::printf(" %12s", sm90_tile_label(tile).c_str());
     std::printf(" %9s %9s %9s %9s  auto choice\n", "generic", "auto", "empty", "read");
-    // Weight: one buffer (engines keep it resident).
+    // Weight: one buffer, or (--rotate-weight) one copy per x buffer.
     std::vector<std::uint16_t> hw(static_cast<std::size_t>(H) * K);
     std::normal_distribution<float> nd(0.f, 1.f);
     for (auto& v : hw) v = to_bf16(nd(rng) * 0.05f);
-    std::uint16_t* dw;
-    DSA_CUDA_CHECK(cudaMalloc(&dw, hw.size() * 2));
-    DSA_CUDA_CHECK(cudaMemcpy(dw, hw.data(), hw.size() * 2, cudaMemcpyHostToDevice));
     for (long T : Ts) {
       const std::size_t xbytes = static_cast<std::size_t>(T) * K * 2;
       const int nbuf = static_cast<int>(std::clamp<std::size_t>((256u << 20) / xbytes + 1, 1, 32));
+      std::vector<std::uint16_t*> dws(rotate_weight ? nbuf : 1);
+      for (auto& w : dws) {
+        DSA_CUDA_CHECK(cudaMalloc(&w, hw.size() * 2));
+        DSA_CUDA_CHECK(cudaMemcpy(w, hw.data(), hw.size() * 2, cudaMemcpyHostToDevice));
+      }
+      const auto dw_of = [&](int b) { return dws[b % dws.size()]; };
       std::vector<std::uint16_t> hx(static_cast<std::size_t>(T) * K);
       std::vector<float> hq(static_cast<std::size_t>(T) * H);
       std::uniform_real_distribution<float> ud(0.5f, 2.f);
@@ -133,20 +149,22 @@ int main(int argc, char** argv) {
       }
       const auto params = [&](int b) {
         LogitsHeadGateParams p;
-        p.x = dx[b]; p.x_row_stride = K; p.weight = dw; p.weight_row_stride = K;
+        p.x = dx[b]; p.x_row_stride = K; p.weight = dw_of(b); p.weight_row_stride = K;
         p.q_scale = dq[b]; p.q_scale_stride_t = H; p.q_scale_stride_h = 1;
         p.out = dout[b]; p.out_stride_t = H; p.out_stride_h = 1;
         p.T = T; p.H = H; p.K = K; p.n_heads_inv_sqrt = 1.f / std::sqrt(float(H));
         p.softmax_scale = 1.f / std::sqrt(128.f);
+        p.static_weight = static_weight;
         return p;
       };
       const auto kparams = [&](int b) {
         const LogitsHeadGateParams p = params(b);
         KernelParams k{};
-        k.x = dx[b]; k.w = dw; k.q_scale = dq[b]; k.out = dout[b];
+        k.x = dx[b]; k.w = dw_of(b); k.q_scale = dq[b]; k.out = dout[b];
         k.ldx = K; k.ldw = K; k.qs_t = H; k.qs_h = 1; k.out_t = H; k.out_h = 1;
         k.T = T; k.H = H; k.K = K; k.G = static_cast<int>(group_len(K));
         k.n_heads_inv_sqrt = p.n_heads_inv_sqrt; k.softmax_scale = p.softmax_scale;
+        k.static_weight = p.static_weight;
         return k;
       };
       // Reference: portable kernel, itself checked against float64 on sampled rows.
@@ -195,7 +213,7 @@ int main(int argc, char** argv) {
       us.push_back(time_graph(s, std::max(nbuf, 20), [&](int i) {
         const int b = i % nbuf;
         launch_pdl(read_probe_kernel, dim3(4 * prop.multiProcessorCount), dim3(512), 0, s,
-                     reinterpret_cast<const uint4*>(dx[b]), xbytes / 16, reinterpret_cast<const uint4*>(dw),
+                     reinterpret_cast<const uint4*>(dx[b]), xbytes / 16, reinterpret_cast<const uint4*>(dw_of(b)),
                      hw.size() * 2 / 16, reinterpret_cast<const uint4*>(dq[b]), hq.size() * 4 / 16,
                      reinterpret_cast<uint4*>(dout[b]), hq.size() * 4 / 16);
       }));
@@ -219,8 +237,8 @@ int main(int argc, char** argv) {
         std::fprintf(js, "}, \"auto\": \"%s\"}", describe_cuda_dispatch(params(0)).c_str());
       }
       for (int b = 0; b < nbuf; ++b) { cudaFree(dx[b]); cudaFree(dq[b]); cudaFree(dout[b]); }
+      for (auto* w : dws) cudaFree(w);
     }
-    cudaFree(dw);
   }
   if (js) { std::fprintf(js, "\n]}\n"); std::fclose(js); }
   std::printf("\n%s\n", all_ok ? "ALL OK" : "SOME CHECKS FAILED");

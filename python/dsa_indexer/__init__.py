@@ -52,6 +52,8 @@ def logits_head_gate(
     softmax_scale: float,
     q_scale: torch.Tensor,
     out: Optional[torch.Tensor] = None,
+    *,
+    static_weight: bool = False,
 ) -> torch.Tensor:
     """Per-head weights of the DSA lightning indexer, in one fused kernel.
 
@@ -67,6 +69,10 @@ def logits_head_gate(
             of the fp8-quantized indexer query.
         out: optional fp32 ``[T, H, 1]`` or ``[T, H]``, any strides; written in place and
             returned.
+        static_weight: promise that no work queued earlier on the stream writes ``weight`` (true
+            of a model parameter). The Hopper kernels then copy it on chip while the previous
+            kernel still runs (0.2-1 us less per call at ``T <= 1024``). Same result bitwise.
+            Leave it ``False`` when a kernel right before this call may write the weight.
 
     Returns:
         fp32 ``[T, H, 1]`` (or ``out``). ``T == 0`` gives an empty tensor without a launch.
@@ -94,5 +100,7 @@ def logits_head_gate(
         (torch.Size([4, 64, 1]), torch.float32)
     """
     if out is None:
-        return _functional(x, weight, n_heads_inv_sqrt, softmax_scale, q_scale)
-    return _out(x, weight, n_heads_inv_sqrt, softmax_scale, q_scale, out=out)
+        return _functional(x, weight, n_heads_inv_sqrt, softmax_scale, q_scale,
+                           static_weight=static_weight)
+    return _out(x, weight, n_heads_inv_sqrt, softmax_scale, q_scale, static_weight=static_weight,
+                out=out)

@@ -8,9 +8,11 @@ import math
 import torch
 
 # Timed side by side, in this order; "floor" is added by the runner.
-PATHS = ("dsa_indexer", "sglang", "torch.mm", "deep_gemm")
+# dsa_indexer.static is the same operator told that the weight is a model parameter
+# (static_weight=True), as an engine that owns its weights can call it.
+PATHS = ("dsa_indexer", "dsa_indexer.static", "sglang", "torch.mm", "deep_gemm")
 # Paths that compute the whole head gate (torch.mm alone skips the scaling), hence are validated.
-SCALED_PATHS = ("dsa_indexer", "sglang", "deep_gemm")
+SCALED_PATHS = ("dsa_indexer", "dsa_indexer.static", "sglang", "deep_gemm")
 
 INDEX_HEAD_DIM = 128
 SOFTMAX_SCALE = INDEX_HEAD_DIM ** -0.5
@@ -122,6 +124,11 @@ def get_path(name, device_type):
     if name == "dsa_indexer":
         import dsa_indexer  # noqa: F401,PLC0415 (registers torch.ops.dsa_indexer)
         return torch.ops.dsa_indexer.logits_head_gate
+    if name == "dsa_indexer.static":
+        import dsa_indexer  # noqa: F401,PLC0415 (registers torch.ops.dsa_indexer)
+        op = torch.ops.dsa_indexer.logits_head_gate
+        return lambda x, weight, n_heads_inv_sqrt, softmax_scale, q_scale: op(
+            x, weight, n_heads_inv_sqrt, softmax_scale, q_scale, static_weight=True)
     if name == "sglang":
         return register_sglang_op()
     if name == "sglang_custom_op":

@@ -82,6 +82,7 @@ KernelParams to_kernel_params(const LogitsHeadGateParams& p) {
   k.G = static_cast<int>(cuda::group_len(p.K));
   k.n_heads_inv_sqrt = p.n_heads_inv_sqrt;
   k.softmax_scale = p.softmax_scale;
+  k.static_weight = p.static_weight;
   return k;
 }
 
@@ -138,12 +139,19 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   // grids no longer fit they lost (T64H64WsX2 at DeepSeek T = 1024: 12.17 against 10.63).
   const auto mid = [&](Sm90Tile otherwise) {
     const std::int64_t tiles_t = (k.T + 63) / 64;
+    // A static weight is already in shared memory when a resident-weight tile starts, which the
+    // streamed tiles cannot match beyond 8 clusters of 32 heads (version 45, weight from HBM:
+    // DeepSeek T = 320 T64H64Tma 5.52 against 5.75 us for T64H32WsX2, T = 384 5.62 against 6.33
+    // for T64H64WsX2, T = 512 6.53 against 6.82; GLM T = 768 T64H32Tma 5.91 against 6.04; at 8
+    // clusters T64H32WsX2 still leads: DeepSeek T = 256 5.31 against 5.48, GLM T = 512 5.15
+    // against 5.37).
     const auto small_grid = [&](Sm90Tile tile, int heads) {
-      return cuda::sm90_tile_fits(tile, k, dev.device) &&
-             2 * ((k.H + heads - 1) / heads) * tiles_t <= cuda::sm90_tile_max_clusters(tile, k, dev.device);
+      const std::int64_t clusters = ((k.H + heads - 1) / heads) * tiles_t;
+      return cuda::sm90_tile_fits(tile, k, dev.device) && (!k.static_weight || clusters <= 8) &&
+             2 * clusters <= cuda::sm90_tile_max_clusters(tile, k, dev.device);
     };
     if (k.H > 16 && small_grid(Sm90Tile::kT64H32WsX2, 32)) return Sm90Tile::kT64H32WsX2;
-    if (k.H > 32 && small_grid(Sm90Tile::kT64H64WsX2, 64)) return Sm90Tile::kT64H64WsX2;
+    if (k.H > 32 && !k.static_weight && small_grid(Sm90Tile::kT64H64WsX2, 64)) return Sm90Tile::kT64H64WsX2;
     return otherwise;
   };
   // Decode tiles with 16 or 32 heads, from the clusters the grid needs (one tile each: need16,
@@ -157,6 +165,9 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   // DeepSeek T = 128, 0.08 behind T16H16s1 at GLM T = 256); not at H <= 16, where half its heads
   // would be padding. Then whichever 16-head tile runs in one round.
   // `otherwise` (a callable, asked only when no decode tile applies) gives the tile beyond them.
+  // With a static weight, copied before the previous kernel ends, pulling more weight per CTA
+  // costs little, and T16H32s1 goes before T16H16s1 (version 45, weight from HBM: DeepSeek T = 64
+  // 2.81 against 3.08 us, GLM T = 128 2.76 against 2.93).
   const auto decode = [&](auto otherwise) {
     if (!cuda::sm90_tile_fits(Sm90Tile::kT16H16, k, dev.device)) return otherwise();
     const std::int64_t tiles_t = (k.T + 15) / 16;
@@ -165,20 +176,27 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     if (2 * need16 <= two) return Sm90Tile::kT16H16;
     const bool s1 = cuda::sm90_tile_fits(Sm90Tile::kT16H16s1, k, dev.device);
     const int three = s1 ? cuda::sm90_tile_max_clusters(Sm90Tile::kT16H16s1, k, dev.device) : 0;
+    const bool h32 = k.H > 16 && cuda::sm90_tile_fits(Sm90Tile::kT16H32s1, k, dev.device) &&
+                     need32 <= cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1, k, dev.device);
+    if (k.static_weight && h32) return Sm90Tile::kT16H32s1;
     if (2 * need16 <= three) return Sm90Tile::kT16H16s1;
-    if (k.H > 16 && cuda::sm90_tile_fits(Sm90Tile::kT16H32s1, k, dev.device) &&
-        need32 <= cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1, k, dev.device)) {
-      return Sm90Tile::kT16H32s1;
-    }
+    if (h32) return Sm90Tile::kT16H32s1;
     if (need16 <= two) return Sm90Tile::kT16H16;
     return need16 <= three ? Sm90Tile::kT16H16s1 : otherwise();
   };
   // T <= 8: the bulk-copy T16H8b (sweep 36: DeepSeek T = 1 2.01 against 2.20 us, T = 8 2.18
   // against 2.28, at T = 16 behind, 2.39 against 2.33; benchmark: T = 1 2.04 against 2.13, GLM
   // 1.89 against 2.05); T16H8 where it does not apply (K > 8192), as the fallbacks below provide.
+  // A static weight at H > 16 takes the decode rule from T = 1 on (version 45, sweep with the
+  // weight from HBM: DeepSeek T = 16 T16H16 2.14 against 2.25 us for T16H8, T = 1 even with
+  // T16H8b, 1.93 against 1.90), and at H <= 32 up to T = 512 (GLM T = 384: T16H32s1 4.27 against
+  // 4.84 for T64H32WsX2).
   Sm90Tile order[6];
   int n = 0;
-  if (k.T <= 8) {
+  if (k.static_weight && k.H > 16 && (k.T <= 256 || (k.H <= 32 && k.T <= 512))) {
+    const bool wide = k.H <= 32 ? k.T > 256 : k.T > 128;
+    order[n++] = decode([&] { return mid(wide ? Sm90Tile::kT64H32Tma : Sm90Tile::kT64H16Tma); });
+  } else if (k.T <= 8) {
     order[n++] = Sm90Tile::kT16H8b;
   } else if (k.H <= 32) {
     if (k.T <= 32) {

@@ -41,6 +41,7 @@ struct KernelParams {
   int H, K;
   int G;  // group_len(K)
   float n_heads_inv_sqrt, softmax_scale;
+  bool static_weight;  // LogitsHeadGateParams::static_weight: the weight may be read before griddepcontrol.wait
 };
 
 }  // namespace dsa_indexer::cuda

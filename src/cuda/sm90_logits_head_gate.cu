@@ -121,7 +121,8 @@ __device__ __forceinline__ void tma_load_2d(std::uint32_t dst, const CUtensorMap
       "l"(reinterpret_cast<std::uint64_t>(map)), "r"(col), "r"(row), "r"(bar), "l"(policy)
       : "memory");
 }
-// x is read once: its lines go first, so that the weight, read by every cluster, stays in L2.
+// x is read once: its lines go first, so that the weight, read by every cluster, stays in L2
+// (evict-normal for the weight lost everywhere, NOTES.md version 44).
 // Not volatile: a policy is a pure value, so the compiler may compute it once, outside the loop.
 enum L2Eviction { kEvictFirst, kEvictLast };
 template <L2Eviction kEviction>
@@ -308,13 +309,60 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   if constexpr (kPrefill || kBulk) __syncthreads();  // the ring's barriers are waited on before the first cluster wait
   cluster_arrive_relaxed();
 
+  // The weight slice: heads [h0, h0 + kBlockH) x this group's columns, loaded once.
+  constexpr int kWPasses = (kBlockH + kRowsPerPass - 1) / kRowsPerPass;
+  constexpr int kXPasses = (kBlockT + kRowsPerPass - 1) / kRowsPerPass;
+  // Bulk copies: rows of the group, row bytes (the group's width) each.
+  const unsigned group_bytes = static_cast<unsigned>(min(static_cast<std::int64_t>(p.G), p.K - k_base)) * 2;
+  const auto load_weight_slice = [&] {
+    if constexpr (kStreamW) {
+      // Each wave brings its own weight chunk (load_wave).
+    } else if constexpr (kBulk) {
+      // Warp 0 issues one bulk copy per weight row (warp 1 does the x rows, in load_wave).
+      if (warp == 0) {
+        const int w_rows = min(kBlockH, p.H - h0);
+        if (lane == 0) mbar_arrive_expect_tx(w_full, w_rows * group_bytes);
+        __syncwarp();
+        for (int i = lane; i < w_rows; i += 32)
+          bulk_copy_1d(smem_addr(w_smem) + i * pitch, p.w + (h0 + i) * p.ldw + k_base, group_bytes, w_full);
+      }
+    } else if constexpr (kPrefill) {
+      if (tid == 0) {
+        mbar_arrive_expect_tx(w_full, nchunks * kBlockH * kRowBytes);
+        for (int chunk = 0; chunk < nchunks; ++chunk)
+          for (int half = 0; half < 2; ++half)
+            tma_load_2d(smem_addr(w_smem) + chunk * kBlockH * kRowBytes + half * kBlockH * kHalfRowBytes, &tmap_w,
+                        static_cast<int>(k_base) + chunk * kChunk + half * 64, h0, w_full, l2_policy<kEvictLast>());
+      }
+    } else {
+      const std::uint32_t base = smem_addr(w_smem) + w_soff;
+      const std::uint16_t* src = p.w + (h0 + copy_row0) * p.ldw + k_base + copy_vec * 8;
+      const int rows_valid = min(kBlockH, p.H - h0);
+      for (int chunk = 0; chunk < nchunks; ++chunk) {
+        if (chunk * kChunk + copy_vec * 8 < p.G) {
+#pragma unroll
+          for (int i = 0; i < kWPasses; ++i) {
+            if (copy_row0 + i * kRowsPerPass < rows_valid) {
+              cp_async_16(base + chunk * kBlockH * kRowBytes + i * kRowsPerPass * kHalfRowBytes,
+                          src + i * kRowsPerPass * p.ldw + chunk * kChunk, 16);
+            }
+          }
+        }
+      }
+    }
+  };
   // Programmatic dependent launch: wait for the previous kernel before the first global read (x,
   // weight or q_scale may be its output); the next kernel is released only after that wait (below).
   // While the previous kernel finishes, pull this CTA's weight slice and its first tile of x from
   // HBM into L2. A prefetch returns nothing to the SM, and L2 is where every SM's writes land, so a
   // previous kernel that writes these bytes is still seen by the loads after the wait.
+  // A static weight (no earlier work writes it) is copied into shared memory right away instead:
+  // the copy then overlaps the previous kernel, not just the trip from HBM to L2 (benchmark: 0.2-1
+  // us less at T <= 1024, NOTES.md version 45). Streamed-weight tiles load it with each wave.
+  const bool weight_first = p.static_weight && !kStreamW;
+  if (weight_first) load_weight_slice();
   {
-    const int w_rows = min(kBlockH, p.H - h0);
+    const int w_rows = weight_first ? 0 : min(kBlockH, p.H - h0);
     const int x_rows = static_cast<int>(min(static_cast<std::int64_t>(kBlockT), p.T - tile_t0(0)));
     const unsigned row_bytes = static_cast<unsigned>(min(static_cast<std::int64_t>(p.G), p.K - k_base)) * 2;
     for (int i = tid; i < w_rows + x_rows; i += kThreads) {
@@ -329,47 +377,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   // computes, and its prologue still overlaps this kernel's main loop. DeepSeek sweep: T16H8 at
   // T = 1 2.47 -> 2.17 us, T16H16 at T = 32 3.05 -> 2.46; prefill unchanged (NOTES.md version 28).
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  if (!weight_first) load_weight_slice();
 
-  // The weight slice: heads [h0, h0 + kBlockH) x this group's columns, loaded once.
-  constexpr int kWPasses = (kBlockH + kRowsPerPass - 1) / kRowsPerPass;
-  constexpr int kXPasses = (kBlockT + kRowsPerPass - 1) / kRowsPerPass;
-  // Bulk copies: rows of the group, row bytes (the group's width) each.
-  const unsigned group_bytes = static_cast<unsigned>(min(static_cast<std::int64_t>(p.G), p.K - k_base)) * 2;
-  if constexpr (kStreamW) {
-    // Each wave brings its own weight chunk (load_wave).
-  } else if constexpr (kBulk) {
-    // Warp 0 issues one bulk copy per weight row (warp 1 does the x rows, in load_wave).
-    if (warp == 0) {
-      const int w_rows = min(kBlockH, p.H - h0);
-      if (lane == 0) mbar_arrive_expect_tx(w_full, w_rows * group_bytes);
-      __syncwarp();
-      for (int i = lane; i < w_rows; i += 32)
-        bulk_copy_1d(smem_addr(w_smem) + i * pitch, p.w + (h0 + i) * p.ldw + k_base, group_bytes, w_full);
-    }
-  } else if constexpr (kPrefill) {
-    if (tid == 0) {
-      mbar_arrive_expect_tx(w_full, nchunks * kBlockH * kRowBytes);
-      for (int chunk = 0; chunk < nchunks; ++chunk)
-        for (int half = 0; half < 2; ++half)
-          tma_load_2d(smem_addr(w_smem) + chunk * kBlockH * kRowBytes + half * kBlockH * kHalfRowBytes, &tmap_w,
-                      static_cast<int>(k_base) + chunk * kChunk + half * 64, h0, w_full, l2_policy<kEvictLast>());
-    }
-  } else {
-    const std::uint32_t base = smem_addr(w_smem) + w_soff;
-    const std::uint16_t* src = p.w + (h0 + copy_row0) * p.ldw + k_base + copy_vec * 8;
-    const int rows_valid = min(kBlockH, p.H - h0);
-    for (int chunk = 0; chunk < nchunks; ++chunk) {
-      if (chunk * kChunk + copy_vec * 8 < p.G) {
-#pragma unroll
-        for (int i = 0; i < kWPasses; ++i) {
-          if (copy_row0 + i * kRowsPerPass < rows_valid) {
-            cp_async_16(base + chunk * kBlockH * kRowBytes + i * kRowsPerPass * kHalfRowBytes,
-                        src + i * kRowsPerPass * p.ldw + chunk * kChunk, 16);
-          }
-        }
-      }
-    }
-  }
   // Rows of x past T are never loaded: MMA rows are independent and those outputs are not stored.
   const std::int64_t x_pass_stride = kRowsPerPass * p.ldx;
   // The copy loop below reads these as locals: read through p (captured by reference), each one

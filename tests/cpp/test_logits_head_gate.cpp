@@ -230,6 +230,30 @@ TEST_P(BackendTest, DeterministicAcrossCalls) {
   }
 }
 
+// static_weight changes when the sm_90a kernels read the weight (before the previous kernel has
+// finished), never the result: bitwise the default call's output at every tile the flag makes the
+// dispatch choose (decode T16H16 from T = 1, T16H32s1 first, T64H64Tma instead of the streamed
+// T64H64WsX2), and at shapes no fast tile takes. The CPU backend ignores the flag.
+TEST_P(BackendTest, StaticWeightGivesTheSameBits) {
+  for (const Shape s : {Shape{1, 64, 7168}, Shape{16, 64, 7168}, Shape{48, 64, 7168}, Shape{64, 64, 7168},
+                        Shape{128, 32, 6144}, Shape{200, 64, 7168}, Shape{256, 64, 7168}, Shape{384, 64, 7168},
+                        Shape{512, 64, 7168}, Shape{1024, 32, 6144}, Shape{4096, 64, 7168}, Shape{5, 64, 2560},
+                        Shape{77, 17, 257}}) {
+    if (!is_cuda(GetParam()) && s.T > 512) continue;  // the CPU backend ignores the flag anyway
+    Problem P(s.T, s.H, s.K, seed_for(s.T, s.H, s.K, 23));
+    Runner run(GetParam(), P);
+    run.call();
+    const std::vector<float> plain = run.download();
+    run.poison_out();
+    run.call([](LogitsHeadGateParams& p) { p.static_weight = true; });
+    const std::vector<float>& with_flag = run.download();
+    std::int64_t diff = 0;
+    for (std::size_t i = 0; i < plain.size(); ++i) diff += !same_bits(plain[i], with_flag[i]);
+    EXPECT_EQ(diff, 0) << shape_name(s) << ": static_weight changed the output";
+    expect_matches_reference(P, with_flag, {0, s.T / 2, s.T - 1});
+  }
+}
+
 // Batch invariance: row t computed alone (T = 1, pointers moved to row t) is bitwise the row
 // computed at position t of the batch, for every t; neighbouring rows differ from it.
 void check_batch_invariance(Backend b, const Shape& s, std::vector<std::int64_t> sample_rows) {

@@ -11,7 +11,7 @@ import torch
 
 from dsa_indexer import _bench_paths as P
 
-PATH_KEYS = ("dsa_indexer", "sglang", "torch.mm", "deep_gemm", "floor")
+PATH_KEYS = ("dsa_indexer", "dsa_indexer.static", "sglang", "torch.mm", "deep_gemm", "floor")
 QUICK = ["--device", "cpu", "--repeats", "2", "--min-time", "0.001", "--rotate-mb", "2"]
 
 
@@ -40,10 +40,10 @@ def test_cpu_run_writes_table_json_markdown_plot(tmp_path):
         for k in PATH_KEYS:
             assert k in r, k
         assert r["deep_gemm"] is None  # GPU only
-        for k in ("dsa_indexer", "sglang", "torch.mm", "floor"):
+        for k in ("dsa_indexer", "dsa_indexer.static", "sglang", "torch.mm", "floor"):
             assert isinstance(r[k], float) and r[k] > 0, (k, r)
     assert all(v["ok"] for v in data["validation"])
-    assert {v["path"] for v in data["validation"]} == {"dsa_indexer", "sglang"}
+    assert {v["path"] for v in data["validation"]} == {"dsa_indexer", "dsa_indexer.static", "sglang"}
     assert len(data["overhead"]["paths"]) == 5
     md = (out / "results.md").read_text()
     assert "| T |" in md and "x vs sglang" in md

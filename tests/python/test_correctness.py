@@ -122,6 +122,20 @@ def test_deterministic(device, T, H, K):
         assert torch.equal(first, again)
 
 
+@pytest.mark.parametrize("T,H,K", [(1, 64, 7168), (64, 64, 7168), (128, 32, 6144), (512, 64, 7168),
+                                   (1024, 32, 6144), (37, 7, 100)])
+def test_static_weight_same_bits(device, T, H, K):
+    """static_weight=True changes when the weight is read, not the result (both overloads)."""
+    x, w, q = make_inputs(T, H, K, device, seed=9)
+    n = H**-0.5
+    plain = dsa_indexer.logits_head_gate(x, w, n, SOFTMAX_SCALE, q)
+    assert torch.equal(dsa_indexer.logits_head_gate(x, w, n, SOFTMAX_SCALE, q, static_weight=True), plain)
+    out = torch.full((T, H), float("nan"), device=device)
+    dsa_indexer.logits_head_gate(x, w, n, SOFTMAX_SCALE, q, out=out, static_weight=True)
+    assert torch.equal(out, plain.squeeze(-1))
+    assert_close_to_reference(out, x, w, n, SOFTMAX_SCALE, q)
+
+
 @pytest.mark.parametrize("H,K", [(64, 7168), (32, 6144), (7, 100), (128, 8)])
 def test_batch_invariant(device, H, K):
     """Row t is bitwise the same alone (T=1), in any batch size and at any position."""

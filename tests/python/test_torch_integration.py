@@ -35,7 +35,9 @@ def test_opcheck(device, T, H, K, q_2d, strided):
     for out_shape in [(T, H, 1), (T, H)]:
         out = torch.full(out_shape, float("nan"), device=device)
         torch.library.opcheck(OP.out, (x, w, n, SOFTMAX_SCALE, q), {"out": out})
+        torch.library.opcheck(OP.out, (x, w, n, SOFTMAX_SCALE, q), {"out": out, "static_weight": True})
     torch.library.opcheck(OP.default, (x, w, n, SOFTMAX_SCALE, q))
+    torch.library.opcheck(OP.default, (x, w, n, SOFTMAX_SCALE, q), {"static_weight": True})
 
 
 def _gate_then_topk(x, w, q):
@@ -167,23 +169,27 @@ def test_cuda_graph_capture_replay(T, H, K):
     with torch.cuda.stream(s):
         dsa_indexer.logits_head_gate(x, w, n, SOFTMAX_SCALE, q, out=out)
         dsa_indexer.logits_head_gate(x, w, n, SOFTMAX_SCALE, q)
+        dsa_indexer.logits_head_gate(x, w, n, SOFTMAX_SCALE, q, static_weight=True)
     torch.cuda.current_stream().wait_stream(s)
     out.fill_(float("nan"))
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         dsa_indexer.logits_head_gate(x, w, n, SOFTMAX_SCALE, q, out=out)
         func_out = dsa_indexer.logits_head_gate(x, w, n, SOFTMAX_SCALE, q)
+        static_out = dsa_indexer.logits_head_gate(x, w, n, SOFTMAX_SCALE, q, static_weight=True)
     for seed in [2, 3, 4]:
         x_new, _, q_new = make_inputs(T, H, K, "cuda", seed=seed)
         x.copy_(x_new)
         q.copy_(q_new)
         out.fill_(float("nan"))
         func_out.fill_(float("nan"))
+        static_out.fill_(float("nan"))
         graph.replay()
         torch.cuda.synchronize()
         eager = dsa_indexer.logits_head_gate(x_new, w, n, SOFTMAX_SCALE, q_new)
         assert torch.equal(out, eager), seed
         assert torch.equal(func_out, eager), seed
+        assert torch.equal(static_out, eager), seed
         assert_close_to_reference(out, x_new, w, n, SOFTMAX_SCALE, q_new)
 
 
