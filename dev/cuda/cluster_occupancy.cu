@@ -35,15 +35,12 @@ __global__ void placement_kernel(int* smid, long long spin_ns) {
   }
 }
 
-// Launches `clusters` clusters of 8 with `smem_kb` of shared memory and prints how many distinct
-// SMs they use and how many SMs hold two or more of their CTAs.
-void report_placement(int clusters, int smem_kb, int threads, int num_sms) {
-  const int ctas = clusters * 8;
-  int* d = nullptr;
-  DSA_CUDA_CHECK(cudaMalloc(&d, ctas * sizeof(int)));
-  cudaLaunchAttribute attr{};
+// A launch of `ctas` CTAs in clusters of `cluster` with `smem_kb` of dynamic shared memory; `attr`
+// (the cluster dimension) must outlive the configuration.
+cudaLaunchConfig_t cluster_launch(int cluster, int ctas, int threads, int smem_kb, cudaLaunchAttribute& attr) {
+  attr = {};
   attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = 8;
+  attr.val.clusterDim.x = cluster;
   attr.val.clusterDim.y = 1;
   attr.val.clusterDim.z = 1;
   cudaLaunchConfig_t cfg = {};
@@ -52,6 +49,17 @@ void report_placement(int clusters, int smem_kb, int threads, int num_sms) {
   cfg.dynamicSmemBytes = static_cast<std::size_t>(smem_kb) << 10;
   cfg.attrs = &attr;
   cfg.numAttrs = 1;
+  return cfg;
+}
+
+// Launches `clusters` clusters of 8 with `smem_kb` of shared memory and prints how many distinct
+// SMs they use and how many SMs hold two or more of their CTAs.
+void report_placement(int clusters, int smem_kb, int threads, int num_sms) {
+  const int ctas = clusters * 8;
+  int* d = nullptr;
+  DSA_CUDA_CHECK(cudaMalloc(&d, ctas * sizeof(int)));
+  cudaLaunchAttribute attr{};
+  const cudaLaunchConfig_t cfg = cluster_launch(8, ctas, threads, smem_kb, attr);
   DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, placement_kernel, d, 200000LL));
   DSA_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<int> smid(ctas);
@@ -82,16 +90,7 @@ int main() {
     for (int smem_kb : {100, 208, 224}) {
       for (int threads : {128, 256}) {
         cudaLaunchAttribute attr{};
-        attr.id = cudaLaunchAttributeClusterDimension;
-        attr.val.clusterDim.x = cluster;
-        attr.val.clusterDim.y = 1;
-        attr.val.clusterDim.z = 1;
-        cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = dim3(cluster);
-        cfg.blockDim = dim3(threads);
-        cfg.dynamicSmemBytes = static_cast<std::size_t>(smem_kb) << 10;
-        cfg.attrs = &attr;
-        cfg.numAttrs = 1;
+        const cudaLaunchConfig_t cfg = cluster_launch(cluster, cluster, threads, smem_kb, attr);
         int n = 0;
         const cudaError_t e = cudaOccupancyMaxActiveClusters(&n, cluster_probe_kernel, &cfg);
         if (e != cudaSuccess) {
