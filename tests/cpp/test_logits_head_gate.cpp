@@ -12,6 +12,9 @@
 #include <vector>
 
 #include "test_util.h"
+#ifdef DSA_INDEXER_WITH_CUDA
+#include "late_writer.h"
+#endif
 
 namespace dsa_test {
 namespace {
@@ -511,6 +514,47 @@ TEST_P(CudaTest, FastPathBitwiseEqualsPortable) {
     EXPECT_EQ(diff, 0) << shape_name(s) << ": fast and portable kernels differ bitwise";
   }
 }
+
+#ifdef DSA_INDEXER_WITH_CUDA
+// The default contract under programmatic dependent launch: the sm_90a kernels start while the
+// previous kernel still runs, and a weight that kernel writes after releasing them early must still
+// be read whole. The previous kernel here writes the weight 50 us after its release; the default
+// call must give bitwise the result of that weight, on every kind of tile (bulk-copy and cp.async
+// decode tiles, the streamed-weight mid-T tile, TMA prefill tiles). With static_weight set the
+// promise is broken on purpose: the count of outputs that then saw the old weight (printed, not
+// asserted: it depends on timing) shows that the test can see an early read. Both calls run once
+// before, so that no first launch of a kernel (module loading) delays them past the writer.
+TEST_P(CudaTest, WeightWrittenByPreviousKernelIsSeen) {
+  if (GetParam() != Backend::kCudaAuto) GTEST_SKIP() << "run once, from the auto path";
+  for (const Shape s : {Shape{1, 64, 7168}, Shape{64, 64, 7168}, Shape{128, 32, 6144}, Shape{512, 64, 7168},
+                        Shape{4096, 64, 7168}}) {
+    Problem P(s.T, s.H, s.K, seed_for(s.T, s.H, s.K, 91));
+    Runner run(Backend::kCudaAuto, P);
+    run.call([](LogitsHeadGateParams& p) { p.static_weight = true; });
+    run.call();
+    const std::vector<float> expected = run.download();
+    const DeviceBuffer fresh(P.w.data(), P.w.size() * 2);  // what the previous kernel writes
+    std::vector<std::uint16_t> stale(P.w);
+    for (std::uint16_t& v : stale) v ^= 0x8000;  // the weight negated: every output changes sign
+    for (const bool static_weight : {false, true}) {
+      DSA_TEST_CUDA(cudaMemcpy(run.device_weight(), stale.data(), stale.size() * 2, cudaMemcpyHostToDevice));
+      run.poison_out();
+      DSA_TEST_CUDA(launch_late_writer(run.device_weight(), static_cast<const std::uint16_t*>(fresh.ptr),
+                                       P.w.size(), 50000, run.stream()));
+      run.call([&](LogitsHeadGateParams& p) { p.static_weight = static_weight; });
+      const std::vector<float>& got = run.download();
+      std::int64_t diff = 0;
+      for (std::size_t i = 0; i < got.size(); ++i) diff += !same_bits(expected[i], got[i]);
+      if (!static_weight) {
+        EXPECT_EQ(diff, 0) << shape_name(s) << ": outputs computed from the weight before the previous kernel wrote it";
+      } else {
+        std::printf("%s with static_weight (promise broken): %lld of %zu outputs saw the old weight\n",
+                    shape_name(s).c_str(), static_cast<long long>(diff), got.size());
+      }
+    }
+  }
+}
+#endif
 
 // ---- CPU only ----------------------------------------------------------------------------------
 // The CPU result does not depend on the thread count.

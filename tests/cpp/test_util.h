@@ -340,6 +340,11 @@ class Runner {
 #endif
   }
 
+#ifdef DSA_INDEXER_WITH_CUDA
+  cudaStream_t stream() const { return stream_; }
+  std::uint16_t* device_weight() const { return static_cast<std::uint16_t*>(dw_->ptr); }
+#endif
+
   // Re-poisons the out buffer on the backend.
   void poison_out() {
     P_.poison_out();
