@@ -9,6 +9,7 @@
 //        [--rotate-weight]   (the weight rotates with x, as in the benchmark, so it comes from HBM;
 //                             by default one weight buffer stays in L2, as engines that keep it hot)
 //        [--static-weight]   (LogitsHeadGateParams::static_weight: the weight copied before the wait)
+//        [--tiles T64H64tma,T128H64ws]   (only these tiles are checked and timed; default: all)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -89,6 +90,7 @@ int main(int argc, char** argv) {
   for (long t = 1; t <= 65536; t *= 2) Ts.push_back(t);
   const char* json_path = nullptr;
   bool rotate_weight = false, static_weight = false;
+  std::string only_tiles;  // comma-separated labels, empty: every tile
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--rotate-weight")) { rotate_weight = true; continue; }
     if (!std::strcmp(argv[i], "--static-weight")) { static_weight = true; continue; }
@@ -96,6 +98,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--shapes")) shapes = parse_list(argv[i + 1]);
     if (!std::strcmp(argv[i], "--T")) Ts = parse_list(argv[i + 1]);
     if (!std::strcmp(argv[i], "--json")) json_path = argv[i + 1];
+    if (!std::strcmp(argv[i], "--tiles")) only_tiles = "," + std::string(argv[i + 1]) + ",";
     ++i;
   }
   int dev = 0;
@@ -196,7 +199,8 @@ int main(int argc, char** argv) {
       std::vector<double> us;
       std::string bitwise = "";
       for (Sm90Tile tile : kAllSm90Tiles) {
-        if (!sm90_tile_fits(tile, kparams(0), dev)) { us.push_back(NAN); continue; }
+        const bool chosen = only_tiles.empty() || only_tiles.find("," + sm90_tile_label(tile) + ",") != std::string::npos;
+        if (!chosen || !sm90_tile_fits(tile, kparams(0), dev)) { us.push_back(NAN); continue; }
         DSA_CUDA_CHECK(cudaMemset(dout[0], 0xff, hq.size() * 4));
         launch_sm90(tile, kparams(0), dev, s);
         DSA_CUDA_CHECK(cudaStreamSynchronize(s));

@@ -109,9 +109,10 @@ struct Choice {
 // - prefill: all heads per cluster, so x crosses HBM once. At H <= 32 the weight slice stays
 //   resident beside a ring of 128-token tiles. At H = 64 (K = 7168) a resident slice (112 KB)
 //   leaves room only for 64-token tiles, which issue too few bytes per instruction per wave but
-//   leave a shorter last round: they win up to T = 10240 (sweep 29: 37.2 against 38.8 us at 8192;
-//   sweep 28: equal at 10240-12288), and from there T128H64ws streams the weight chunk from L2 with each
-//   wave instead (sweep 21: 243 against 274 us at T = 65536). Below T ~ 1000, where the grid is
+//   leave a shorter last round; T128H64ws streams the weight chunk from L2 with each wave instead
+//   (sweep 21: 243 against 274 us at T = 65536). Which of the two, by their rounds (`prefill128`
+//   below): T64H64tma up to T = 2048 and at 4096-10000, T128H64ws at 3072 and from ~10000 on
+//   (version 46). Below T ~ 1000, where the grid is
 //   small, the mid-T tiles T64H32WsX2 and T64H64WsX2 stream the weight too, two CTAs per SM
 //   (`mid` below).
 // Tried and lost (numbers in NOTES.md): mma.sync prefill tiles, cp.async feeding wgmma, two chunks
@@ -191,6 +192,24 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   // weight from HBM: DeepSeek T = 16 T16H16 2.14 against 2.25 us for T16H8, T = 1 even with
   // T16H8b, 1.93 against 1.90), and at H <= 32 up to T = 512 (GLM T = 384: T16H32s1 4.27 against
   // 4.84 for T64H32WsX2).
+  // All-head prefill tiles at H = 64 beyond T = 2048: 64 tokens (T64H64tma, resident weight) or
+  // 128 (T128H64ws, weight streamed), by rounds. A round (every resident cluster runs one tile)
+  // costs about one tile's chain of 7 waves however many clusters are busy in it (NOTES.md version
+  // 22), so a grid's time is close to a + b x rounds; least-squares fit of the sweep with the weight
+  // from HBM (version 46, T = 1024-16384, residuals up to 1.1 us): T64H64tma 3.8 + 3.7 r (2.9 + 3.7 r
+  // with a static weight, loaded before the previous kernel ends), T128H64ws 3.1 + 6.8 r. It picks
+  // T128H64ws at T = 3072 (17.9 against 18.5 us), 12288 (50.9 against 52.4) and 16384 (65.0
+  // against 69.6), and T64H64tma at 4096 (22.2 against 22.5), 6144 and 8192 (37.0 against 37.1).
+  // Up to T = 2048 T64H64tma is taken (1024: 10.1 against 10.6 us; 2048: 14.8 against 16.1).
+  const auto prefill128 = [&](Sm90Tile t128, Sm90Tile t64) {
+    if (k.T <= 2048 || !cuda::sm90_tile_fits(t128, k, dev.device)) return false;
+    if (!cuda::sm90_tile_fits(t64, k, dev.device)) return true;
+    const auto rounds = [&](Sm90Tile tile, std::int64_t rows) {
+      const std::int64_t clusters = cuda::sm90_tile_max_clusters(tile, k, dev.device);
+      return static_cast<double>(((k.T + rows - 1) / rows + clusters - 1) / clusters);
+    };
+    return 3.1 + 6.8 * rounds(t128, 128) < (k.static_weight ? 2.9 : 3.8) + 3.7 * rounds(t64, 64);
+  };
   Sm90Tile order[6];
   int n = 0;
   if (k.static_weight && k.H > 16 && (k.T <= 256 || (k.H <= 32 && k.T <= 512))) {
@@ -214,7 +233,7 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
       order[n++] = Sm90Tile::kT16H8;
     } else if (k.T <= 256) {
       order[n++] = decode([&] { return mid(k.T <= 128 ? Sm90Tile::kT64H16Tma : Sm90Tile::kT64H32Tma); });
-    } else if (k.T <= 10240) {
+    } else if (!prefill128(Sm90Tile::kT128H64Ws, Sm90Tile::kT64H64Tma)) {
       order[n++] = mid(Sm90Tile::kT64H64Tma);
       if (order[n - 1] != Sm90Tile::kT64H64Tma) order[n++] = Sm90Tile::kT64H64Tma;
       order[n++] = Sm90Tile::kT64H32Tma;

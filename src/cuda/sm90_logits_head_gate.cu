@@ -194,6 +194,31 @@ __device__ __forceinline__ void wgmma_m64k16(float (&d)[kN / 8][4], std::uint32_
 
 #endif  // DSA_SM90_BODY
 
+#ifdef DSA_TIMELINE
+// Dev builds only (dev/cuda/timeline): CTA b of a launch records events into
+// timeline[b * 2 * kTlEvents ...], each as (globaltimer ns, clock64) of the thread that reached it.
+// Events: 0 entry, 1 past griddepcontrol.wait, 2 weight slice landed, 3 exit, 4 (SM id, waves |
+// tiles << 32), 5 last finish begins, 8 + 2 s wave s's load issued, 9 + 2 s wave s's data seen by
+// the consumer (s < kTlWaves).
+constexpr int kTlEvents = 128;  // events past it (waves past 59) are not recorded
+__device__ __forceinline__ void tl_record(unsigned long long* tl, int e) {
+  if (tl == nullptr || e >= kTlEvents) return;
+  unsigned long long g, c;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(g));
+  asm volatile("mov.u64 %0, %%clock64;\n" : "=l"(c));
+  tl[2 * e] = g;
+  tl[2 * e + 1] = c;
+}
+#define DSA_TL(cond, e) \
+  do {                  \
+    if (cond) tl_record(tl_cta, (e)); \
+  } while (0)
+#else
+#define DSA_TL(cond, e) \
+  do {                  \
+  } while (0)
+#endif
+
 // Row pitch of the bulk-copy decode tiles: a group's row (G bf16, G % 16 == 0) plus 16 bytes, so
 // pitch / 16 = G / 8 + 1 is odd and 8 consecutive rows start in 8 distinct 16-byte bank groups.
 __host__ __device__ constexpr int bulk_pitch(int G) { return 2 * G + 16; }
@@ -259,8 +284,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   float* part = reinterpret_cast<float*>(x_smem + kSlots * slot_bytes);
   float* inbox = part + (kWarpsK > 1 ? kWarpsK * kBlockT * kRedPitch : 0);  // [kInboxBufs][kBlockT * kBlockH]
   const std::uint32_t inbox_full = smem_addr(inbox + kInboxBufs * kBlockT * kBlockH);  // mbarriers [kInboxBufs]
-  const std::uint32_t w_full = inbox_full + 8 * kInboxBufs;                            // TMA: weight landed
-  const std::uint32_t slot_full = w_full + 8;                                          // TMA: [kSlots] x landed
+  // A resident weight slice of a prefill tile lands chunk by chunk, one mbarrier each, so that wave
+  // s of the first tile waits for its own chunk only (kWChunkBars, version 46).
+  constexpr bool kWChunkBars = kPrefill && !kStreamW;
+  const int n_wbars = kWChunkBars ? nchunks : 1;
+  const std::uint32_t slot_full = inbox_full + 8 * kInboxBufs;  // TMA: [kSlots] x landed
+  const std::uint32_t w_full = slot_full + 8 * kSlots;          // TMA: weight landed [n_wbars]
   // Inbox rows are kBlockH floats; the column is xor-ed with the row so that the float2 stores of a
   // warp (8 rows x 4 column pairs) spread over the banks. Multiples of 8 keep pairs together.
   constexpr int kInboxSwizzle = (kBlockH / 8 - 1) < 7 ? (kBlockH / 8 - 1) : 7;
@@ -270,6 +299,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   constexpr unsigned kInboxBytes = kClusterSize * kRowsPerRank * kBlockH * sizeof(float);
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+#ifdef DSA_TIMELINE
+  unsigned long long* const tl_cta =
+      p.timeline ? p.timeline + (blockIdx.y * gridDim.x + blockIdx.x) * 2 * kTlEvents : nullptr;
+#endif
+  DSA_TL(tid == 0, 0);
   const unsigned rank = cluster_ctarank();
   const int worker = blockIdx.x / kClusterSize;
   const int num_workers = gridDim.x / kClusterSize;
@@ -302,7 +336,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   if (tid == 0) {
     for (int b = 0; b < kInboxBufs; ++b) mbar_init(inbox_full + 8 * b, 1);
     if constexpr (kPrefill || kBulk) {
-      mbar_init(w_full, 1);
+      for (int c = 0; c < n_wbars; ++c) mbar_init(w_full + 8 * c, 1);
       for (int i = 0; i < kSlots; ++i) mbar_init(slot_full + 8 * i, 1);
     }
   }
@@ -314,6 +348,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   constexpr int kXPasses = (kBlockT + kRowsPerPass - 1) / kRowsPerPass;
   // Bulk copies: rows of the group, row bytes (the group's width) each.
   const unsigned group_bytes = static_cast<unsigned>(min(static_cast<std::int64_t>(p.G), p.K - k_base)) * 2;
+  // Prefill tiles: one chunk of the slice by TMA (thread 0), on its own mbarrier.
+  const auto load_weight_chunk = [&](int chunk) {
+    if constexpr (kPrefill && !kStreamW) {
+      const std::uint32_t bar = w_full + 8 * (kWChunkBars ? chunk : 0);
+      if (kWChunkBars) mbar_arrive_expect_tx(bar, kBlockH * kRowBytes);
+      for (int half = 0; half < 2; ++half)
+        tma_load_2d(smem_addr(w_smem) + chunk * kBlockH * kRowBytes + half * kBlockH * kHalfRowBytes, &tmap_w,
+                    static_cast<int>(k_base) + chunk * kChunk + half * 64, h0, bar, l2_policy<kEvictLast>());
+    }
+  };
   const auto load_weight_slice = [&] {
     if constexpr (kStreamW) {
       // Each wave brings its own weight chunk (load_wave).
@@ -328,11 +372,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
       }
     } else if constexpr (kPrefill) {
       if (tid == 0) {
-        mbar_arrive_expect_tx(w_full, nchunks * kBlockH * kRowBytes);
-        for (int chunk = 0; chunk < nchunks; ++chunk)
-          for (int half = 0; half < 2; ++half)
-            tma_load_2d(smem_addr(w_smem) + chunk * kBlockH * kRowBytes + half * kBlockH * kHalfRowBytes, &tmap_w,
-                        static_cast<int>(k_base) + chunk * kChunk + half * 64, h0, w_full, l2_policy<kEvictLast>());
+        if (!kWChunkBars) mbar_arrive_expect_tx(w_full, nchunks * kBlockH * kRowBytes);
+        for (int chunk = 0; chunk < nchunks; ++chunk) load_weight_chunk(chunk);
       }
     } else {
       const std::uint32_t base = smem_addr(w_smem) + w_soff;
@@ -365,19 +406,36 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
     const int w_rows = weight_first ? 0 : min(kBlockH, p.H - h0);
     const int x_rows = static_cast<int>(min(static_cast<std::int64_t>(kBlockT), p.T - tile_t0(0)));
     const unsigned row_bytes = static_cast<unsigned>(min(static_cast<std::int64_t>(p.G), p.K - k_base)) * 2;
+    // Of x, a prefill CTA with more work than two 64-token tiles prefetches the first chunk only:
+    // every CTA of a large grid prefetching its whole first tile (13-27 MB in all) queues in HBM ahead
+    // of the previous kernel's last, critical loads (dev/cuda/timeline: 2.5 us per wave in its last
+    // round). Sweep with the weight from HBM (NOTES.md version 46): DeepSeek T128H64ws T = 3072
+    // 17.9 against 19.9 us, 16384 65.0 against 67.2; T64H64tma T = 4096 22.2 against 23.0; GLM
+    // T128H32tma T = 1024 8.0 against 9.1. A small grid keeps the whole tile (T64H64tma T = 1024
+    // 10.1 against 10.9).
+    const bool x_first_chunk_only = kPrefill && (kBlockT > 64 || my_tiles > 2);
+    const unsigned x_row_bytes = x_first_chunk_only ? min(row_bytes, static_cast<unsigned>(kRowBytes)) : row_bytes;
     for (int i = tid; i < w_rows + x_rows; i += kThreads) {
       const std::uint16_t* row = i < w_rows ? p.w + (h0 + i) * p.ldw : p.x + (tile_t0(0) + i - w_rows) * p.ldx;
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(row + k_base), "r"(row_bytes) : "memory");
+      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(row + k_base),
+                   "r"(i < w_rows ? row_bytes : x_row_bytes)
+                   : "memory");
     }
   }
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  DSA_TL(tid == 0, 1);
   // Release the next kernel now, not at the top: released there, each kernel of a back-to-back
   // sequence released the next before its own wait, so several grids could sit resident at once,
   // prefetching and waiting, beside the one running. Here at most one grid waits behind the one that
   // computes, and its prologue still overlaps this kernel's main loop. DeepSeek sweep: T16H8 at
   // T = 1 2.47 -> 2.17 us, T16H16 at T = 32 3.05 -> 2.46; prefill unchanged (NOTES.md version 28).
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-  if (!weight_first) load_weight_slice();
+  // A prefill tile's weight chunks are issued between the first waves of x instead (below), so that
+  // wave 0 waits for 8-16 KB of weight, not the whole slice (112 KB at DeepSeek's H = 64): a tile's
+  // first data landed 1.3-4 us after griddepcontrol.wait (dev/cuda/timeline, T64H64tma), and all
+  // of it was the slice (sweep, version 46: T64H64tma T = 2048 14.6 against 15.2 us).
+  if (!weight_first && !kWChunkBars) load_weight_slice();
+  const bool weight_by_wave = kWChunkBars && !weight_first && tid == 0;
 
   // Rows of x past T are never loaded: MMA rows are independent and those outputs are not stored.
   const std::int64_t x_pass_stride = kRowsPerPass * p.ldx;
@@ -400,6 +458,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   const auto load_wave = [&](const Cursor& at) {
     const int chunk0 = at.wave * kChunksPerWave;
     const std::int64_t t0 = tile_t0(at.tile);
+    DSA_TL(tid == (kBulk ? 32 : 0), 8 + 2 * (at.tile * waves_per_tile + at.wave));
     if constexpr (kPrefill) {
       // One thread, whole boxes; rows past T arrive as zeros (out of the tensor map's bounds).
       if (tid == 0) {
@@ -455,6 +514,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   constexpr int kPrologueWaves = kBulk ? (kSlots > 1 ? kSlots - 1 : 1) : kSlots - 1;
 #pragma unroll 1
   for (int s = 0; s < kPrologueWaves; ++s) {
+    if (weight_by_wave && s < nchunks) load_weight_chunk(s);
     if (s < num_waves) load_wave(ahead);
     if constexpr (!kPrefill && !kBulk) cp_async_commit();  // one group per slot, empty or not: uniform wait counts
     ahead.advance(waves_per_tile);
@@ -602,8 +662,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
     using Acc = float[1][kNT][4];
     // Issues wave s (cursor at) into acc: waits for its x tile, then one wgmma chain from zero.
     const auto issue = [&](Acc& acc, const Cursor& at, int s) {
-      if (!kStreamW && s == 0) mbar_wait_parity(w_full, 0);
+      if (!kStreamW && s < (kWChunkBars ? waves_per_tile : 1)) mbar_wait_parity(w_full + 8 * (kWChunkBars ? at.wave : 0), 0);
+      DSA_TL(tid == 0 && s == 0, 2);
       mbar_wait_parity(slot_full + 8 * at.slot, at.phase);
+      DSA_TL(tid == 0, 9 + 2 * s);
       // Descriptors of step 0 (recomputing them per wgmma cost ~10 instructions each).
       const std::uint32_t a_desc = smem_desc_lo(slot_addr(at.slot) + (wg / Cfg::kWarpsH) * 64 * kHalfRowBytes);
       const std::uint32_t w_chunk =
@@ -623,8 +685,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
     };
     // Every slot is in flight from the start: the prologue filled kSlots - 1, this fills the last
     // one, and retiring wave s refills its slot with wave s + kSlots.
+    if (weight_by_wave && kSlots - 1 < nchunks) load_weight_chunk(kSlots - 1);
     if (kSlots - 1 < num_waves) load_wave(ahead);
     ahead.advance(waves_per_tile);
+    if (weight_by_wave)
+      for (int c = kSlots; c < nchunks; ++c) load_weight_chunk(c);
     // Waits for the wave in flight and pins its accumulators (the wait names no registers: without
     // the pin the compiler could read them earlier).
     const auto complete = [&](Acc& acc) {
@@ -694,6 +759,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
           ahead.advance(waves_per_tile);
         }
         if (s == 0) mbar_wait_parity(w_full, 0);
+        DSA_TL(tid == 0 && s == 0, 2);
         mbar_wait_parity(slot_full + 8 * cur.slot, cur.phase);
       } else if constexpr (kSlots == 1) {
         // The only slot was last read by wave s - 1, whose readers are past the barrier that
@@ -713,6 +779,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
         ahead.advance(waves_per_tile);
       }
 
+      DSA_TL(tid == 0, 9 + 2 * s);
       const int chunk = chunk0 + warp_chunk;
       float acc[kMT][kNT][4];
       if (chunk < nchunks && kBulk) {
@@ -760,7 +827,17 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
       }
     }
   }
+  DSA_TL(tid == 0, 5);
   finish(my_tiles - 1);
+  DSA_TL(tid == 0, 3);
+#ifdef DSA_TIMELINE
+  if (tid == 0 && tl_cta != nullptr) {
+    unsigned smid;
+    asm volatile("mov.u32 %0, %%smid;\n" : "=r"(smid));
+    tl_cta[8] = smid;
+    tl_cta[9] = static_cast<unsigned>(num_waves) | (static_cast<unsigned long long>(my_tiles) << 32);
+  }
+#endif
   // No barrier at the end: once a CTA's inbox barrier completed for its last tile, no peer writes
   // to its shared memory any more.
 #endif
@@ -789,6 +866,10 @@ CUtensorMap make_tensor_map(const std::uint16_t* base, int K, std::int64_t rows,
 }
 
 template <class Cfg>
+constexpr std::size_t kWeightBarriers(std::size_t nchunks) {  // one per chunk of a resident prefill slice
+  return Cfg::kPrefill && !Cfg::kStreamW ? nchunks : 1;
+}
+template <class Cfg>
 std::size_t smem_bytes(const KernelParams& p) {
   const std::size_t nchunks = (p.G + kChunk - 1) / kChunk;
   const std::size_t rows = Cfg::kBlockH + Cfg::kSlots * Cfg::kBlockT;  // resident weight + ring (bulk tiles)
@@ -799,7 +880,7 @@ std::size_t smem_bytes(const KernelParams& p) {
   const std::size_t red_tile = static_cast<std::size_t>(Cfg::kBlockT) * (Cfg::kBlockH + 8) * sizeof(float);
   return weight_and_ring + (Cfg::kWarpsK > 1 ? Cfg::kWarpsK * red_tile : 0) +
          Cfg::kInboxBufs * static_cast<std::size_t>(Cfg::kBlockT) * Cfg::kBlockH * sizeof(float) /* inbox */ +
-         8 * (Cfg::kInboxBufs + 1 + Cfg::kSlots) /* mbarriers: inbox, weight, ring */;
+         8 * (Cfg::kInboxBufs + Cfg::kSlots + kWeightBarriers<Cfg>(nchunks)) /* mbarriers: inbox, ring, weight */;
 }
 
 int device_max_smem(int device) {
