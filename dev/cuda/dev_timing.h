@@ -7,12 +7,23 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <vector>
 
 #include "cuda/cuda_check.h"
 #include "dsa_indexer/logits_head_gate.h"
 
 namespace dsa_dev {
+
+// The tools' list arguments: "1,2,4" or "7168x64,6144x32" -> the numbers in order.
+inline std::vector<long> parse_list(const char* s) {
+  std::vector<long> v;
+  for (const char* p = s; *p;) {
+    v.push_back(std::strtol(p, const_cast<char**>(&p), 10));
+    if (*p == ',' || *p == 'x') ++p;
+  }
+  return v;
+}
 
 // Median microseconds per call of launch(i) for i in [0, n), captured in one graph and replayed 12
 // times (the first 2 dropped).

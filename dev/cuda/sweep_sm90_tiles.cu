@@ -30,18 +30,10 @@
 using namespace dsa_indexer;
 using namespace dsa_indexer::cuda;
 using dsa_dev::launch_pdl;
+using dsa_dev::parse_list;
 using dsa_dev::time_graph;
 
 namespace {
-
-std::vector<long> parse_list(const char* s) {
-  std::vector<long> v;
-  for (const char* p = s; *p;) {
-    v.push_back(std::strtol(p, const_cast<char**>(&p), 10));
-    if (*p == ',' || *p == 'x') ++p;
-  }
-  return v;
-}
 
 std::uint16_t to_bf16(float f) {
   std::uint32_t u;

@@ -21,10 +21,12 @@
 #include "common/check.h"
 #include "cuda/cuda_check.h"
 #include "cuda/sm90_logits_head_gate.h"
+#include "dev_timing.h"
 #include "dsa_indexer/logits_head_gate.h"
 
 using namespace dsa_indexer;
 using namespace dsa_indexer::cuda;
+using dsa_dev::parse_list;
 
 namespace {
 
@@ -32,15 +34,6 @@ constexpr int kEvents = 128;  // per CTA, as kTlEvents in the kernel
 constexpr int kWaves = (kEvents - 8) / 2;
 constexpr int kMaxCtas = 2048;
 constexpr std::size_t kCallWords = static_cast<std::size_t>(kMaxCtas) * 2 * kEvents;
-
-std::vector<long> parse_list(const char* s) {
-  std::vector<long> v;
-  for (const char* p = s; *p;) {
-    v.push_back(std::strtol(p, const_cast<char**>(&p), 10));
-    if (*p == ',' || *p == 'x') ++p;
-  }
-  return v;
-}
 
 double quantile(std::vector<double> v, double q) {
   if (v.empty()) return NAN;
@@ -130,6 +123,8 @@ int main(int argc, char** argv) {
       std::printf("\nT = %ld: tile does not fit\n", T);
       continue;
     }
+    // Not dev_timing.h's time_graph: the timelines are cleared before the last replay, inside the
+    // sequence of replays, so that what is read back is that replay's alone.
     cudaGraph_t g;
     cudaGraphExec_t ge;
     DSA_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));

@@ -111,8 +111,9 @@ struct Choice {
 //   leaves room only for 64-token tiles, which issue too few bytes per instruction per wave but
 //   leave a shorter last round; T128H64ws streams the weight chunk from L2 with each wave instead
 //   (sweep 21: 243 against 274 us at T = 65536). Which of the two, by their rounds (`prefill128`
-//   below): T64H64tma up to T = 2048 and at 4096-10000, T128H64ws at 3072 and from ~10000 on
-//   (version 46). Below T ~ 1000, where the grid is
+//   below, version 46): T64H64tma up to T = 2880, then the two alternate with how full each one's
+//   last round is (T128H64ws at 2881-3840, 4801-5760, 6721-7680), and T128H64ws from 8641 on
+//   (10561 with a static weight). Below T ~ 1000, where the grid is
 //   small, the mid-T tiles T64H32WsX2 and T64H64WsX2 stream the weight too, two CTAs per SM
 //   (`mid` below).
 // Tried and lost (numbers in NOTES.md): mma.sync prefill tiles, cp.async feeding wgmma, two chunks
@@ -200,7 +201,9 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   // with a static weight, loaded before the previous kernel ends), T128H64ws 3.1 + 6.8 r. It picks
   // T128H64ws at T = 3072 (17.9 against 18.5 us), 12288 (50.9 against 52.4) and 16384 (65.0
   // against 69.6), and T64H64tma at 4096 (22.2 against 22.5), 6144 and 8192 (37.0 against 37.1).
-  // Up to T = 2048 T64H64tma is taken (1024: 10.1 against 10.6 us; 2048: 14.8 against 16.1).
+  // Up to T = 2048 T64H64tma is taken: with two tiles per CTA or fewer it prefetches its whole
+  // first tile, which the fit does not capture (1024: 10.1 against 10.6 us; 2048: 14.8 against
+  // 16.1).
   const auto prefill128 = [&](Sm90Tile t128, Sm90Tile t64) {
     if (k.T <= 2048 || !cuda::sm90_tile_fits(t128, k, dev.device)) return false;
     if (!cuda::sm90_tile_fits(t64, k, dev.device)) return true;

@@ -199,7 +199,7 @@ __device__ __forceinline__ void wgmma_m64k16(float (&d)[kN / 8][4], std::uint32_
 // timeline[b * 2 * kTlEvents ...], each as (globaltimer ns, clock64) of the thread that reached it.
 // Events: 0 entry, 1 past griddepcontrol.wait, 2 weight slice landed, 3 exit, 4 (SM id, waves |
 // tiles << 32), 5 last finish begins, 8 + 2 s wave s's load issued, 9 + 2 s wave s's data seen by
-// the consumer (s < kTlWaves).
+// the consumer.
 constexpr int kTlEvents = 128;  // events past it (waves past 59) are not recorded
 __device__ __forceinline__ void tl_record(unsigned long long* tl, int e) {
   if (tl == nullptr || e >= kTlEvents) return;
@@ -285,7 +285,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   float* inbox = part + (kWarpsK > 1 ? kWarpsK * kBlockT * kRedPitch : 0);  // [kInboxBufs][kBlockT * kBlockH]
   const std::uint32_t inbox_full = smem_addr(inbox + kInboxBufs * kBlockT * kBlockH);  // mbarriers [kInboxBufs]
   // A resident weight slice of a prefill tile lands chunk by chunk, one mbarrier each, so that wave
-  // s of the first tile waits for its own chunk only (kWChunkBars, version 46).
+  // s of the first tile waits for its own chunk only (version 46); decode tiles use one.
   constexpr bool kWChunkBars = kPrefill && !kStreamW;
   const int n_wbars = kWChunkBars ? nchunks : 1;
   const std::uint32_t slot_full = inbox_full + 8 * kInboxBufs;  // TMA: [kSlots] x landed
@@ -350,9 +350,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   const unsigned group_bytes = static_cast<unsigned>(min(static_cast<std::int64_t>(p.G), p.K - k_base)) * 2;
   // Prefill tiles: one chunk of the slice by TMA (thread 0), on its own mbarrier.
   const auto load_weight_chunk = [&](int chunk) {
-    if constexpr (kPrefill && !kStreamW) {
-      const std::uint32_t bar = w_full + 8 * (kWChunkBars ? chunk : 0);
-      if (kWChunkBars) mbar_arrive_expect_tx(bar, kBlockH * kRowBytes);
+    if constexpr (kWChunkBars) {
+      const std::uint32_t bar = w_full + 8 * chunk;
+      mbar_arrive_expect_tx(bar, kBlockH * kRowBytes);
       for (int half = 0; half < 2; ++half)
         tma_load_2d(smem_addr(w_smem) + chunk * kBlockH * kRowBytes + half * kBlockH * kHalfRowBytes, &tmap_w,
                     static_cast<int>(k_base) + chunk * kChunk + half * 64, h0, bar, l2_policy<kEvictLast>());
@@ -372,7 +372,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
       }
     } else if constexpr (kPrefill) {
       if (tid == 0) {
-        if (!kWChunkBars) mbar_arrive_expect_tx(w_full, nchunks * kBlockH * kRowBytes);
         for (int chunk = 0; chunk < nchunks; ++chunk) load_weight_chunk(chunk);
       }
     } else {
@@ -662,7 +661,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
     using Acc = float[1][kNT][4];
     // Issues wave s (cursor at) into acc: waits for its x tile, then one wgmma chain from zero.
     const auto issue = [&](Acc& acc, const Cursor& at, int s) {
-      if (!kStreamW && s < (kWChunkBars ? waves_per_tile : 1)) mbar_wait_parity(w_full + 8 * (kWChunkBars ? at.wave : 0), 0);
+      if (kWChunkBars && s < waves_per_tile) mbar_wait_parity(w_full + 8 * at.wave, 0);  // tile 0: wave = chunk
       DSA_TL(tid == 0 && s == 0, 2);
       mbar_wait_parity(slot_full + 8 * at.slot, at.phase);
       DSA_TL(tid == 0, 9 + 2 * s);
@@ -866,7 +865,7 @@ CUtensorMap make_tensor_map(const std::uint16_t* base, int K, std::int64_t rows,
 }
 
 template <class Cfg>
-constexpr std::size_t kWeightBarriers(std::size_t nchunks) {  // one per chunk of a resident prefill slice
+constexpr std::size_t weight_barriers(std::size_t nchunks) {  // one per chunk of a resident prefill slice
   return Cfg::kPrefill && !Cfg::kStreamW ? nchunks : 1;
 }
 template <class Cfg>
@@ -880,7 +879,7 @@ std::size_t smem_bytes(const KernelParams& p) {
   const std::size_t red_tile = static_cast<std::size_t>(Cfg::kBlockT) * (Cfg::kBlockH + 8) * sizeof(float);
   return weight_and_ring + (Cfg::kWarpsK > 1 ? Cfg::kWarpsK * red_tile : 0) +
          Cfg::kInboxBufs * static_cast<std::size_t>(Cfg::kBlockT) * Cfg::kBlockH * sizeof(float) /* inbox */ +
-         8 * (Cfg::kInboxBufs + Cfg::kSlots + kWeightBarriers<Cfg>(nchunks)) /* mbarriers: inbox, ring, weight */;
+         8 * (Cfg::kInboxBufs + Cfg::kSlots + weight_barriers<Cfg>(nchunks)) /* mbarriers: inbox, ring, weight */;
 }
 
 int device_max_smem(int device) {
