@@ -17,7 +17,7 @@ cuobj=${CUOBJDUMP:-$(command -v cuobjdump || python3 -c 'import triton, os; prin
   echo "## ptxas -v"
   grep -E "Compiling entry|registers|spill" "$build/log.txt" | sed -E 's/_ZN11dsa_indexer4cuda[0-9]+_GLOBAL__N__[0-9a-f_]+_[0-9]+_//'
   echo "## SASS instruction counts per kernel"
-  for obj in "$build"/CMakeFiles/dsa_indexer.dir/src/cuda/*.cu.o; do
+  for obj in $(find "$build/CMakeFiles/dsa_indexer.dir" -name "*.cu.o" | sort); do
     "$cuobj" -sass "$obj" 2>/dev/null | python3 -c '
 import re, sys, collections
 txt = sys.stdin.read()

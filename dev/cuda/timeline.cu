@@ -1,6 +1,6 @@
 // Dev tool (build with -DDSA_INDEXER_DEV_TIMELINE=ON): where the time of one sm_90a tile goes, CTA
 // by CTA. Captures `calls` back-to-back launches of a tile in one CUDA graph (rotating inputs, as the
-// sweep), each launch recording into its own timeline (src/cuda/sm90_logits_head_gate.cu: entry,
+// sweep), each launch recording into its own timeline (src/cuda/sm90_kernel.cuh: entry,
 // past griddepcontrol.wait, weight slice landed, each wave's load issued and its data seen, last
 // finish, exit), replays it, and prints per call when its CTAs started, waited and ended, and for one
 // call in the middle of the sequence each wave's issue and arrival times and load latency over the

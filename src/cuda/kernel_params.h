@@ -44,7 +44,7 @@ struct KernelParams {
   bool static_weight;  // LogitsHeadGateParams::static_weight: the weight may be read before griddepcontrol.wait
 #ifdef DSA_TIMELINE
   // Dev builds only (CMake option DSA_INDEXER_DEV_TIMELINE, tool dev/cuda/timeline): where the sm_90a
-  // kernel records when each CTA reached which point (layout: sm90_logits_head_gate.cu). Null: off.
+  // kernel records when each CTA reached which point (layout: sm90_kernel.cuh). Null: off.
   unsigned long long* timeline;
 #endif
 };

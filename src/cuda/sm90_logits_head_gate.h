@@ -1,4 +1,4 @@
-// Launcher of the sm_90a cluster kernel (sm90_logits_head_gate.cu) and the tiles it is built for.
+// Launcher of the sm_90a cluster kernel (sm90_kernel.cuh) and the tiles it is built for.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -36,5 +36,31 @@ std::string sm90_tile_label(Sm90Tile tile);
 // Enqueues the kernel; preconditions (checked by the dispatcher): compute capability 9.0,
 // K % 128 == 0, x and weight 16-byte aligned with row strides multiple of 8, T >= 1.
 void launch_sm90(Sm90Tile tile, const KernelParams& p, int device, cudaStream_t stream);
+
+// One tile's entry points. Each tile is compiled in a translation unit of its own (sm90_tile.cu.in,
+// one CUDA module per tile, so that lazy loading brings in only the tiles a process uses), which
+// defines its specialization of sm90_tile_ops; the functions above go through them.
+struct Sm90TileOps {
+  bool (*fits)(const KernelParams& p, int device);
+  int (*max_clusters)(const KernelParams& p, int device);
+  void (*launch)(const KernelParams& p, int device, cudaStream_t stream);
+  std::string (*name)();
+  std::string (*label)();
+};
+template <Sm90Tile kTile>
+const Sm90TileOps& sm90_tile_ops();
+template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT16H8>();
+template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT16H8b>();
+template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT16H16>();
+template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT16H16s1>();
+template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT16H32s1>();
+template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT32H32>();
+template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT64H16Tma>();
+template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT64H32Tma>();
+template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT64H64Tma>();
+template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT128H32Tma>();
+template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT128H64Ws>();
+template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT64H64WsX2>();
+template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT64H32WsX2>();
 
 }  // namespace dsa_indexer::cuda

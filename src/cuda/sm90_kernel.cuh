@@ -7,6 +7,15 @@
 // cp.async (or 1-D bulk copies of whole rows) and mma.sync; prefill tiles (64/128 tokens) use TMA
 // and wgmma. All keep the same summation, so results are bitwise equal for every T: see NOTES.md
 // beside this file.
+//
+// This header is the kernel and its host-side templates; each tile (Config below) is instantiated
+// in a translation unit of its own, generated from sm90_tile.cu.in, so that each lands in its own
+// CUDA module. With lazy loading (the default) a process's first call then loads the one small
+// module of the tile it needs (84 KB for T16H8b) rather than one module holding all tiles
+// (1.29 MB): 0.16-0.22 against 1.0-1.7 ms on the H200 (NOTES.md version 47).
+// sm90_logits_head_gate.cpp maps Sm90Tile to the tiles' entry points.
+#pragma once
+
 #include <cuda.h>  // CUtensorMap and its enums (header only: the driver entry point is fetched at run time)
 #include <cuda_runtime.h>
 #include <cudaTypedefs.h>
@@ -23,6 +32,16 @@
 #include "cuda/sm90_logits_head_gate.h"
 
 namespace dsa_indexer::cuda {
+
+// Host helpers shared by every tile, defined once in sm90_logits_head_gate.cpp.
+// A 2-D tensor map over a bf16 [rows, K] matrix with row stride ld, boxes of 64 columns (128 bytes,
+// the swizzle span) x box_rows rows, 128-byte swizzle: the split layout of mma_sm80.cuh.
+CUtensorMap make_tensor_map(const std::uint16_t* base, int K, std::int64_t rows, std::int64_t ld, int box_rows);
+// cudaDevAttrMaxSharedMemoryPerBlockOptin of the device, cached.
+int device_max_smem(int device);
+
+// Internal linkage: every translation unit that includes this header (one per tile) gets its own
+// copy of the kernel and helpers and instantiates only its tile.
 namespace {
 
 constexpr int kClusterSize = kNumKGroups;
@@ -842,28 +861,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
 #endif
 }
 
-// A 2-D tensor map over a bf16 [rows, K] matrix with row stride ld, boxes of 64 columns (128 bytes,
-// the swizzle span) x box_rows rows, 128-byte swizzle: the split layout of mma_sm80.cuh.
-CUtensorMap make_tensor_map(const std::uint16_t* base, int K, std::int64_t rows, std::int64_t ld, int box_rows) {
-  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    DSA_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
-    DSA_CHECK(q == cudaDriverEntryPointSuccess && fn != nullptr, "cuTensorMapEncodeTiled is not available");
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
-  }();
-  CUtensorMap map;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(rows)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * 2};
-  const cuuint32_t box[2] = {64, static_cast<cuuint32_t>(box_rows)};
-  const cuuint32_t elem_strides[2] = {1, 1};
-  const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<std::uint16_t*>(base), dims, strides,
-                            box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  DSA_CHECK(r == CUDA_SUCCESS, "cuTensorMapEncodeTiled failed with CUresult " << static_cast<int>(r));
-  return map;
-}
-
 template <class Cfg>
 constexpr std::size_t weight_barriers(std::size_t nchunks) {  // one per chunk of a resident prefill slice
   return Cfg::kPrefill && !Cfg::kStreamW ? nchunks : 1;
@@ -880,18 +877,6 @@ std::size_t smem_bytes(const KernelParams& p) {
   return weight_and_ring + (Cfg::kWarpsK > 1 ? Cfg::kWarpsK * red_tile : 0) +
          Cfg::kInboxBufs * static_cast<std::size_t>(Cfg::kBlockT) * Cfg::kBlockH * sizeof(float) /* inbox */ +
          8 * (Cfg::kInboxBufs + Cfg::kSlots + weight_barriers<Cfg>(nchunks)) /* mbarriers: inbox, ring, weight */;
-}
-
-int device_max_smem(int device) {
-  static std::mutex mu;
-  static std::map<int, int> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(device);
-  if (it != cache.end()) return it->second;
-  int v = 0;
-  DSA_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  cache[device] = v;
-  return v;
 }
 
 template <class Cfg>
@@ -1030,49 +1015,16 @@ using ConfigT128H64Ws = Config<128, 64, 8, 1, 1, 4, true, true, 1>;
 using ConfigT64H64WsX2 = Config<64, 64, 4, 1, 1, 3, true, true, 1, 2>;
 using ConfigT64H32WsX2 = Config<64, 32, 4, 1, 1, 4, true, true, 1, 2>;
 
-template <class F>
-auto visit(Sm90Tile tile, F&& f) {
-  switch (tile) {
-    case Sm90Tile::kT16H8: return f(ConfigT16H8{});
-    case Sm90Tile::kT16H8b: return f(ConfigT16H8b{});
-    case Sm90Tile::kT16H16: return f(ConfigT16H16{});
-    case Sm90Tile::kT16H16s1: return f(ConfigT16H16s1{});
-    case Sm90Tile::kT16H32s1: return f(ConfigT16H32s1{});
-    case Sm90Tile::kT32H32: return f(ConfigT32H32{});
-    case Sm90Tile::kT64H16Tma: return f(ConfigT64H16Tma{});
-    case Sm90Tile::kT64H32Tma: return f(ConfigT64H32Tma{});
-    case Sm90Tile::kT64H64Tma: return f(ConfigT64H64Tma{});
-    case Sm90Tile::kT128H32Tma: return f(ConfigT128H32Tma{});
-    case Sm90Tile::kT128H64Ws: return f(ConfigT128H64Ws{});
-    case Sm90Tile::kT64H64WsX2: return f(ConfigT64H64WsX2{});
-    case Sm90Tile::kT64H32WsX2: return f(ConfigT64H32WsX2{});
-  }
-  DSA_CHECK(false, "unknown sm90 tile " << static_cast<int>(tile));
+// A tile's entry points, for sm90_logits_head_gate.cpp; taken by the tile's own translation unit.
+template <class Cfg>
+int max_clusters(const KernelParams& p, int device) {
+  return max_active_clusters<Cfg>(device, smem_bytes<Cfg>(p));
+}
+template <class Cfg>
+const Sm90TileOps& tile_ops() {
+  static const Sm90TileOps ops = {&fits<Cfg>, &max_clusters<Cfg>, &launch<Cfg>, &Cfg::name, &Cfg::label};
+  return ops;
 }
 
 }  // namespace
-
-bool sm90_tile_fits(Sm90Tile tile, const KernelParams& p, int device) {
-  return visit(tile, [&](auto cfg) { return fits<decltype(cfg)>(p, device); });
-}
-
-int sm90_tile_max_clusters(Sm90Tile tile, const KernelParams& p, int device) {
-  return visit(tile, [&](auto cfg) {
-    using Cfg = decltype(cfg);
-    return max_active_clusters<Cfg>(device, smem_bytes<Cfg>(p));
-  });
-}
-
-std::string sm90_tile_name(Sm90Tile tile) {
-  return visit(tile, [](auto cfg) { return decltype(cfg)::name(); });
-}
-
-std::string sm90_tile_label(Sm90Tile tile) {
-  return visit(tile, [](auto cfg) { return decltype(cfg)::label(); });
-}
-
-void launch_sm90(Sm90Tile tile, const KernelParams& p, int device, cudaStream_t stream) {
-  visit(tile, [&](auto cfg) { launch<decltype(cfg)>(p, device, stream); });
-}
-
 }  // namespace dsa_indexer::cuda

@@ -1,0 +1,86 @@
+// The sm_90a tiles' common entry points (sm90_logits_head_gate.h): each goes to the tile's own
+// translation unit (sm90_tile.cu.in), and the host helpers every tile shares.
+#include "cuda/sm90_logits_head_gate.h"
+
+#include <cuda.h>  // CUtensorMap and its enums (header only: the driver entry point is fetched at run time)
+#include <cudaTypedefs.h>
+
+#include <map>
+#include <mutex>
+
+#include "common/check.h"
+#include "cuda/cuda_check.h"
+
+namespace dsa_indexer::cuda {
+namespace {
+
+const Sm90TileOps& ops(Sm90Tile tile) {
+  switch (tile) {
+    case Sm90Tile::kT16H8: return sm90_tile_ops<Sm90Tile::kT16H8>();
+    case Sm90Tile::kT16H8b: return sm90_tile_ops<Sm90Tile::kT16H8b>();
+    case Sm90Tile::kT16H16: return sm90_tile_ops<Sm90Tile::kT16H16>();
+    case Sm90Tile::kT16H16s1: return sm90_tile_ops<Sm90Tile::kT16H16s1>();
+    case Sm90Tile::kT16H32s1: return sm90_tile_ops<Sm90Tile::kT16H32s1>();
+    case Sm90Tile::kT32H32: return sm90_tile_ops<Sm90Tile::kT32H32>();
+    case Sm90Tile::kT64H16Tma: return sm90_tile_ops<Sm90Tile::kT64H16Tma>();
+    case Sm90Tile::kT64H32Tma: return sm90_tile_ops<Sm90Tile::kT64H32Tma>();
+    case Sm90Tile::kT64H64Tma: return sm90_tile_ops<Sm90Tile::kT64H64Tma>();
+    case Sm90Tile::kT128H32Tma: return sm90_tile_ops<Sm90Tile::kT128H32Tma>();
+    case Sm90Tile::kT128H64Ws: return sm90_tile_ops<Sm90Tile::kT128H64Ws>();
+    case Sm90Tile::kT64H64WsX2: return sm90_tile_ops<Sm90Tile::kT64H64WsX2>();
+    case Sm90Tile::kT64H32WsX2: return sm90_tile_ops<Sm90Tile::kT64H32WsX2>();
+  }
+  DSA_CHECK(false, "unknown sm90 tile " << static_cast<int>(tile));
+}
+
+}  // namespace
+
+bool sm90_tile_fits(Sm90Tile tile, const KernelParams& p, int device) { return ops(tile).fits(p, device); }
+
+int sm90_tile_max_clusters(Sm90Tile tile, const KernelParams& p, int device) {
+  return ops(tile).max_clusters(p, device);
+}
+
+std::string sm90_tile_name(Sm90Tile tile) { return ops(tile).name(); }
+
+std::string sm90_tile_label(Sm90Tile tile) { return ops(tile).label(); }
+
+void launch_sm90(Sm90Tile tile, const KernelParams& p, int device, cudaStream_t stream) {
+  ops(tile).launch(p, device, stream);
+}
+
+// A 2-D tensor map over a bf16 [rows, K] matrix with row stride ld, boxes of 64 columns (128 bytes,
+// the swizzle span) x box_rows rows, 128-byte swizzle: the split layout of mma_sm80.cuh.
+CUtensorMap make_tensor_map(const std::uint16_t* base, int K, std::int64_t rows, std::int64_t ld, int box_rows) {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    DSA_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
+    DSA_CHECK(q == cudaDriverEntryPointSuccess && fn != nullptr, "cuTensorMapEncodeTiled is not available");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * 2};
+  const cuuint32_t box[2] = {64, static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<std::uint16_t*>(base), dims, strides,
+                            box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  DSA_CHECK(r == CUDA_SUCCESS, "cuTensorMapEncodeTiled failed with CUresult " << static_cast<int>(r));
+  return map;
+}
+
+int device_max_smem(int device) {
+  static std::mutex mu;
+  static std::map<int, int> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(device);
+  if (it != cache.end()) return it->second;
+  int v = 0;
+  DSA_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  cache[device] = v;
+  return v;
+}
+
+}  // namespace dsa_indexer::cuda
