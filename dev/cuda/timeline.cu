@@ -30,8 +30,9 @@ using dsa_dev::parse_list;
 
 namespace {
 
-constexpr int kEvents = 128;  // per CTA, as kTlEvents in the kernel
-constexpr int kWaves = (kEvents - 8) / 2;
+constexpr int kEvents = 256;  // per CTA, as kTlEvents in the kernel
+constexpr int kEnd = 248;     // kTlEnd: the last tile's end, step by step (kEnd + 0..3)
+constexpr int kWaves = (kEnd - 8) / 2;
 constexpr int kMaxCtas = 2048;
 constexpr std::size_t kCallWords = static_cast<std::size_t>(kMaxCtas) * 2 * kEvents;
 
@@ -208,6 +209,27 @@ int main(int argc, char** argv) {
     for (const auto& c : all[mid]) fin.push_back(us(c.gt[5]) - wait0), ex.push_back(us(c.gt[3]) - wait0);
     std::printf("last finish begins p50 / max %.2f / %.2f, exit p50 / max %.2f / %.2f\n", quantile(fin, 0.5),
                 quantile(fin, 1), quantile(ex, 0.5), quantile(ex, 1));
+    // The end of each CTA's last tile, step by step (prefill tiles record the steps): when, and how
+    // many clock cycles after the CTA's last data.
+    const struct { int e; const char* what; } steps[] = {
+        {kEnd, "last wave's MMAs complete"}, {kEnd + 1, "end_tile: cluster barrier passed"},
+        {kEnd + 2, "end_tile: sums pushed"},  {5, "last finish begins"},
+        {kEnd + 3, "finish: inbox full"},     {3, "exit"}};
+    std::printf("end of the last tile (call %d): step, CTAs, us from the first wait p50 / max, cycles after the CTA's last data p50 / max\n", mid);
+    for (const auto& st : steps) {
+      std::vector<double> at, after;
+      for (const auto& c : all[mid]) {
+        int last = -1;
+        for (int sw = 0; sw < kWaves; ++sw)
+          if (c.has(9 + 2 * sw)) last = sw;
+        if (!c.has(st.e) || last < 0) continue;
+        at.push_back(us(c.gt[st.e]) - wait0);
+        after.push_back(static_cast<double>(c.clk[st.e]) - static_cast<double>(c.clk[9 + 2 * last]));
+      }
+      if (at.empty()) continue;
+      std::printf("  %-36s %5zu %8.2f %8.2f %8.0f %8.0f\n", st.what, at.size(), quantile(at, 0.5), quantile(at, 1),
+                  quantile(after, 0.5), quantile(after, 1));
+    }
     if (csv) {
       const std::string path = std::string(csv) + "_T" + std::to_string(T) + ".csv";
       FILE* f = std::fopen(path.c_str(), "w");

@@ -107,14 +107,15 @@ struct Choice {
 // - mid T: 64-token TMA + wgmma tiles with 16 or 32 heads: more clusters than all-head tiles
 //   give, at the price of reading x once per head group (from L2 at these T).
 // - prefill: all heads per cluster, so x crosses HBM once. At H <= 32 the weight slice stays
-//   resident beside a ring of 128-token tiles. At H = 64 (K = 7168) a resident slice (112 KB)
-//   leaves room only for 64-token tiles, which issue too few bytes per instruction per wave but
-//   leave a shorter last round; T128H64ws streams the weight chunk from L2 with each wave instead
-//   (sweep 21: 243 against 274 us at T = 65536). Which of the two, by their rounds (`prefill128`
-//   below, version 46): T64H64tma up to T = 2880, then the two alternate with how full each one's
-//   last round is (T128H64ws at 2881-3840, 4801-5760, 6721-7680), and T128H64ws from 8641 on
-//   (10561 with a static weight). Below T ~ 1000, where the grid is
-//   small, the mid-T tiles T64H32WsX2 and T64H64WsX2 stream the weight too, two CTAs per SM
+//   resident beside a ring of 128-token tiles (T128H32tma, from T = 513, version 48). At H = 64
+//   (K = 7168) a resident slice (112 KB) leaves room only for 64-token tiles, which issue too few
+//   bytes per instruction per wave but leave a shorter last round; T128H64ws streams the weight
+//   chunk from L2 with each wave instead (sweep 21: 243 against 274 us at T = 65536). Which of the
+//   two, by their rounds (`prefill128` below, versions 46 and 48): T128H64ws at T = 961-1920
+//   (one round against two; T64H64tma with a static weight), T64H64tma at 1921-2880, then the two
+//   alternate with how full each one's last round is (T128H64ws at 2881-3840, 4801-5760,
+//   6721-7680), and T128H64ws from 8641 on (10561 with a static weight). Below T ~ 1000, where the
+//   grid is small, the mid-T tiles T64H32WsX2 and T64H64WsX2 stream the weight too, two CTAs per SM
 //   (`mid` below).
 // Tried and lost (numbers in NOTES.md): mma.sync prefill tiles, cp.async feeding wgmma, two chunks
 // per ring slot, two warpgroups splitting the heads of a 64 x 64 tile, L2 prefetch of x ahead of
@@ -193,24 +194,28 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   // weight from HBM: DeepSeek T = 16 T16H16 2.14 against 2.25 us for T16H8, T = 1 even with
   // T16H8b, 1.93 against 1.90), and at H <= 32 up to T = 512 (GLM T = 384: T16H32s1 4.27 against
   // 4.84 for T64H32WsX2).
-  // All-head prefill tiles at H = 64 beyond T = 2048: 64 tokens (T64H64tma, resident weight) or
-  // 128 (T128H64ws, weight streamed), by rounds. A round (every resident cluster runs one tile)
-  // costs about one tile's chain of 7 waves however many clusters are busy in it (NOTES.md version
-  // 22), so a grid's time is close to a + b x rounds; least-squares fit of the sweep with the weight
-  // from HBM (version 46, T = 1024-16384, residuals up to 1.1 us): T64H64tma 3.8 + 3.7 r (2.9 + 3.7 r
-  // with a static weight, loaded before the previous kernel ends), T128H64ws 3.1 + 6.8 r. It picks
-  // T128H64ws at T = 3072 (17.9 against 18.5 us), 12288 (50.9 against 52.4) and 16384 (65.0
-  // against 69.6), and T64H64tma at 4096 (22.2 against 22.5), 6144 and 8192 (37.0 against 37.1).
-  // Up to T = 2048 T64H64tma is taken: with two tiles per CTA or fewer it prefetches its whole
-  // first tile, which the fit does not capture (1024: 10.1 against 10.6 us; 2048: 14.8 against
-  // 16.1).
+  // All-head prefill tiles at H = 64 beyond the mid-T tiles: 64 tokens (T64H64tma, resident
+  // weight) or 128 (T128H64ws, weight streamed), by rounds. A round (every resident cluster runs one
+  // tile) costs about one tile's chain of 7 waves however many clusters are busy in it (NOTES.md
+  // versions 22 and 47: the last round is bound by each CTA's chain of waves, not by HBM), so a
+  // grid's time is close to a + b x rounds; least-squares fit of the sweep with the weight from HBM
+  // (version 46, T = 1024-16384, residuals up to 1.1 us): T64H64tma 3.8 + 3.7 r (2.9 + 3.7 r with a
+  // static weight, loaded before the previous kernel ends), T128H64ws 3.1 + 6.8 r. It picks
+  // T128H64ws at T = 3072, 5120, 7168 and from ~10000 on, T64H64tma at 2560, 4096, 6144 and 8192;
+  // version 48's sweep (16-byte pushes) agrees but for 6144 (27.7 against 27.1 us; a refit changes
+  // no choice) and ties at 4096 and 8192. Up to T = 2048 the fit does not hold (a CTA with two tiles
+  // or fewer prefetches its whole first tile): there one round of 128-token tiles (T = 961-1920 on
+  // the H200) beats two of 64 since version 48 (T = 1536 10.2 against 11.0 us, 1792 10.9 against
+  // 11.8, 1024 and 1280 even or ahead), except with a static weight, which T64H64tma copies before
+  // the wait (1024: 8.9 against 9.8); T = 2048 keeps T64H64tma (13.5-14.0 against 14.2).
   const auto prefill128 = [&](Sm90Tile t128, Sm90Tile t64) {
-    if (k.T <= 2048 || !cuda::sm90_tile_fits(t128, k, dev.device)) return false;
+    if (!cuda::sm90_tile_fits(t128, k, dev.device) || (k.T <= 2048 && k.static_weight)) return false;
     if (!cuda::sm90_tile_fits(t64, k, dev.device)) return true;
     const auto rounds = [&](Sm90Tile tile, std::int64_t rows) {
       const std::int64_t clusters = cuda::sm90_tile_max_clusters(tile, k, dev.device);
       return static_cast<double>(((k.T + rows - 1) / rows + clusters - 1) / clusters);
     };
+    if (k.T <= 2048) return rounds(t128, 128) == 1 && rounds(t64, 64) == 2;
     return 3.1 + 6.8 * rounds(t128, 128) < (k.static_weight ? 2.9 : 3.8) + 3.7 * rounds(t64, 64);
   };
   Sm90Tile order[6];
@@ -225,10 +230,11 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
       order[n++] = Sm90Tile::kT16H8;
     } else if (k.T <= 256) {
       order[n++] = decode([&] { return mid(Sm90Tile::kT64H16Tma); });
-    } else if (k.T <= 2048) {
-      order[n++] = mid(Sm90Tile::kT64H32Tma);
     } else {
-      order[n++] = Sm90Tile::kT128H32Tma;
+      // Beyond the small grids of mid(), 128-token tiles (version 48, sweep with the weight from HBM:
+      // T = 1024 7.5 against 7.9-8.2 us for T64H32tma, 2048 10.2 against 10.8; with a static weight
+      // T = 768 5.6 against 5.9).
+      order[n++] = mid(Sm90Tile::kT128H32Tma);
       order[n++] = Sm90Tile::kT64H32Tma;
     }
   } else {

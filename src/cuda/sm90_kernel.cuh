@@ -97,10 +97,12 @@ __device__ __forceinline__ void st_async_f2(std::uint32_t local_addr, std::uint3
                : "memory");
 }
 
-// Same, with the remote addresses already mapped (mapa) by the caller.
-__device__ __forceinline__ void st_async_f2_mapped(std::uint32_t remote, std::uint32_t remote_bar, float a, float b) {
-  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32 [%0], {%1, %2}, [%3];\n" ::"r"(remote),
-               "f"(a), "f"(b), "r"(remote_bar)
+// 16 bytes, with the remote addresses already mapped (mapa) by the caller.
+__device__ __forceinline__ void st_async_f4_mapped(std::uint32_t remote, std::uint32_t remote_bar, float a, float b,
+                                                   float c, float d) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];\n" ::"r"(
+                   remote),
+               "f"(a), "f"(b), "f"(c), "f"(d), "r"(remote_bar)
                : "memory");
 }
 __device__ __forceinline__ std::uint32_t map_to_rank(std::uint32_t local_addr, unsigned rank) {
@@ -218,8 +220,11 @@ __device__ __forceinline__ void wgmma_m64k16(float (&d)[kN / 8][4], std::uint32_
 // timeline[b * 2 * kTlEvents ...], each as (globaltimer ns, clock64) of the thread that reached it.
 // Events: 0 entry, 1 past griddepcontrol.wait, 2 weight slice landed, 3 exit, 4 (SM id, waves |
 // tiles << 32), 5 last finish begins, 8 + 2 s wave s's load issued, 9 + 2 s wave s's data seen by
-// the consumer.
-constexpr int kTlEvents = 128;  // events past it (waves past 59) are not recorded
+// the consumer (waves 0-119), and the end of the last tile, step by step (kTlEnd + 0..3, prefill
+// tiles): its last wave's MMAs complete, end_tile's cluster barrier passed, its sums pushed, the
+// owner's inbox full.
+constexpr int kTlEvents = 256;
+constexpr int kTlEnd = 248;
 __device__ __forceinline__ void tl_record(unsigned long long* tl, int e) {
   if (tl == nullptr || e >= kTlEvents) return;
   unsigned long long g, c;
@@ -476,7 +481,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   const auto load_wave = [&](const Cursor& at) {
     const int chunk0 = at.wave * kChunksPerWave;
     const std::int64_t t0 = tile_t0(at.tile);
-    DSA_TL(tid == (kBulk ? 32 : 0), 8 + 2 * (at.tile * waves_per_tile + at.wave));
+    DSA_TL(tid == (kBulk ? 32 : 0) && 8 + 2 * (at.tile * waves_per_tile + at.wave) < kTlEnd,
+           8 + 2 * (at.tile * waves_per_tile + at.wave));
     if constexpr (kPrefill) {
       // One thread, whole boxes; rows past T arrive as zeros (out of the tensor map's bounds).
       if (tid == 0) {
@@ -552,6 +558,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   // for the 8 CTAs' sums of my rows, adds them in rank order, scales and stores.
   const auto finish = [&](int j) {
     mbar_wait_parity(inbox_full + 8 * (j % kInboxBufs), (j / kInboxBufs) & 1);
+    DSA_TL(tid == 0 && j == my_tiles - 1, kTlEnd + 3);
     const std::int64_t t_own = tile_t0(j) + static_cast<int>(rank) * kRowsPerRank;
 #pragma unroll
     for (int i = 0; i < kQuadsPerThread; ++i) {
@@ -605,7 +612,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   // 8 half + lane / 4 and kRowsPerRank >= 8, so the owner depends on (mt, half) only and the
   // swizzle key (row & 7) is lane / 4: addresses are mapped once here, not per store.
   static_assert(kWarpsK > 1 || kRowsPerRank % 8 == 0, "prefill tiles give each owner whole 8-row blocks");
-  std::uint32_t push_row[kMT][2], push_bar[kMT][2], push_col[kNT];
+  static_assert(kWarpsK > 1 || kNT % 2 == 0, "prefill pushes pair the 8-column blocks");
+  std::uint32_t push_row[kMT][2], push_bar[kMT][2], push_col[(kNT + 1) / 2];
   if constexpr (kWarpsK == 1) {
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
@@ -617,9 +625,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
             smem_addr(inbox + (static_cast<int>(rank) * kRowsPerRank + row % kRowsPerRank) * kBlockH), owner);
         push_bar[mt][half] = map_to_rank(inbox_full, owner);
       }
+    // 16-byte stores: lanes 2i and 2i + 1 hold the two column pairs of a 4-column quad; for each pair
+    // of 8-column blocks (nt, nt + 1) they swap one pair (shfl), and the even lane stores block nt's
+    // quad, the odd lane block nt + 1's. Half the remote stores of 8-byte pairs: the push of a
+    // 128 x 64 tile took ~2000 cycles of the ~6800 between a CTA's last data and its exit
+    // (dev/cuda/timeline, NOTES.md version 48).
 #pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) {
-      push_col[nt] = 4 * ((warp_head0 + nt * 8 + 2 * (lane % 4)) ^ (((lane / 4) & kInboxSwizzle) << 3));
+    for (int nt = 0; nt < kNT; nt += 2) {
+      const int block = nt + (lane & 1);
+      push_col[nt / 2] = 4 * ((warp_head0 + block * 8 + 4 * ((lane % 4) / 2)) ^ (((lane / 4) & kInboxSwizzle) << 3));
     }
   }
   // End of tile tile_i: push the group sums into inbox buffer tile_i % kInboxBufs of the CTAs that
@@ -630,6 +644,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
     // Owners finished reading this buffer (two buffers: tile_i - 2; one: tile_i - 1; tile 0:
     // barrier init).
     cluster_wait();
+    DSA_TL(tid == 0 && tile_i == my_tiles - 1, kTlEnd + 1);
     if (tid == 0) mbar_arrive_expect_tx(inbox_full + 8 * buf, kInboxBytes);
     if constexpr (kWarpsK == 1) {
       const std::uint32_t buf_bytes = buf * (kBlockT * kBlockH * sizeof(float));
@@ -639,8 +654,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
         for (int half = 0; half < 2; ++half) {
           const std::uint32_t row_addr = push_row[mt][half] + buf_bytes, bar = push_bar[mt][half] + 8 * buf;
 #pragma unroll
-          for (int nt = 0; nt < kNT; ++nt) {
-            st_async_f2_mapped(row_addr + push_col[nt], bar, q[mt][nt][2 * half], q[mt][nt][2 * half + 1]);
+          for (int nt = 0; nt < kNT; nt += 2) {
+            const bool odd = lane & 1;
+            const float a0 = q[mt][nt][2 * half], a1 = q[mt][nt][2 * half + 1];          // block nt
+            const float b0 = q[mt][nt + 1][2 * half], b1 = q[mt][nt + 1][2 * half + 1];  // block nt + 1
+            // The even lane gives its block nt + 1 pair, the odd lane its block nt pair.
+            const float r0 = __shfl_xor_sync(0xffffffffu, odd ? a0 : b0, 1);
+            const float r1 = __shfl_xor_sync(0xffffffffu, odd ? a1 : b1, 1);
+            st_async_f4_mapped(row_addr + push_col[nt / 2], bar, odd ? r0 : a0, odd ? r1 : a1, odd ? b0 : r0,
+                               odd ? b1 : r1);
           }
         }
     } else {
@@ -654,6 +676,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
         }
       }
     }
+    DSA_TL(tid == 0 && tile_i == my_tiles - 1, kTlEnd + 2);
     if constexpr (kInboxBufs == 2) {
       if (tile_i > 0) finish(tile_i - 1);
       // The other buffer may be overwritten from here on: finish() consumed every value it read.
@@ -683,7 +706,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
       if (kWChunkBars && s < waves_per_tile) mbar_wait_parity(w_full + 8 * at.wave, 0);  // tile 0: wave = chunk
       DSA_TL(tid == 0 && s == 0, 2);
       mbar_wait_parity(slot_full + 8 * at.slot, at.phase);
-      DSA_TL(tid == 0, 9 + 2 * s);
+      DSA_TL(tid == 0 && 9 + 2 * s < kTlEnd, 9 + 2 * s);
       // Descriptors of step 0 (recomputing them per wgmma cost ~10 instructions each).
       const std::uint32_t a_desc = smem_desc_lo(slot_addr(at.slot) + (wg / Cfg::kWarpsH) * 64 * kHalfRowBytes);
       const std::uint32_t w_chunk =
@@ -748,6 +771,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
 #pragma unroll 1
     for (int s = 1; s <= num_waves; ++s) {
       complete(acc);  // wave s - 1 is done in this warp
+      DSA_TL(tid == 0 && s == num_waves, kTlEnd);
       if (prev.wave == 0) begin_tile(prev.tile);
       accumulate(q, acc);
       if (s < num_waves) issue(acc, cur, s);
@@ -797,7 +821,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
         ahead.advance(waves_per_tile);
       }
 
-      DSA_TL(tid == 0, 9 + 2 * s);
+      DSA_TL(tid == 0 && 9 + 2 * s < kTlEnd, 9 + 2 * s);
       const int chunk = chunk0 + warp_chunk;
       float acc[kMT][kNT][4];
       if (chunk < nchunks && kBulk) {
