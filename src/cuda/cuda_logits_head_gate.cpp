@@ -107,10 +107,11 @@ struct Choice {
 // - mid T: 64-token TMA + wgmma tiles with 16 or 32 heads: more clusters than all-head tiles
 //   give, at the price of reading x once per head group (from L2 at these T).
 // - prefill: all heads per cluster, so x crosses HBM once. At H <= 32 the weight slice stays
-//   resident beside a ring of 128-token tiles (T128H32tma, from T = 513, version 48). At H = 64
-//   (K = 7168) a resident slice (112 KB) leaves room only for 64-token tiles, which issue too few
-//   bytes per instruction per wave but leave a shorter last round; T128H64ws streams the weight
-//   chunk from L2 with each wave instead (sweep 21: 243 against 274 us at T = 65536). Which of the
+//   resident beside a ring of 128-token tiles (T128H32tma beyond the small grids of `mid`: from
+//   T = 961, 513 with a static weight; version 48). At H = 64 (K = 7168) a resident slice (112 KB)
+//   leaves room only for 64-token tiles, which issue too few bytes per instruction per wave but
+//   leave a shorter last round; T128H64ws streams the weight chunk from L2 with each wave instead
+//   (sweep 21: 243 against 274 us at T = 65536). Which of the
 //   two, by their rounds (`prefill128` below, versions 46 and 48): T128H64ws at T = 961-1920
 //   (one round against two; T64H64tma with a static weight), T64H64tma at 1921-2880, then the two
 //   alternate with how full each one's last round is (T128H64ws at 2881-3840, 4801-5760,
@@ -197,7 +198,7 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   // All-head prefill tiles at H = 64 beyond the mid-T tiles: 64 tokens (T64H64tma, resident
   // weight) or 128 (T128H64ws, weight streamed), by rounds. A round (every resident cluster runs one
   // tile) costs about one tile's chain of 7 waves however many clusters are busy in it (NOTES.md
-  // versions 22 and 47: the last round is bound by each CTA's chain of waves, not by HBM), so a
+  // versions 22 and 48: the last round is bound by each CTA's chain of waves, not by HBM), so a
   // grid's time is close to a + b x rounds; least-squares fit of the sweep with the weight from HBM
   // (version 46, T = 1024-16384, residuals up to 1.1 us): T64H64tma 3.8 + 3.7 r (2.9 + 3.7 r with a
   // static weight, loaded before the previous kernel ends), T128H64ws 3.1 + 6.8 r. It picks
