@@ -5,7 +5,9 @@
 // finish, exit), replays it, and prints per call when its CTAs started, waited and ended, and for one
 // call in the middle of the sequence each wave's issue and arrival times and load latency over the
 // CTAs. --csv writes the raw events of the last three calls (call, cta, event, globaltimer ns,
-// clock64) for analysis elsewhere.
+// clock64) for analysis elsewhere. A build with -DCMAKE_CUDA_FLAGS=-DDSA_TIMELINE_WAVES records the
+// steps of each prefill wave instead of the per-wave load events (the tables below then mean
+// nothing; dev/cuda/timeline_waves.py reads the CSV).
 // Run: ./timeline --tile T64H64tma [--shape 7168x64] [--T 64,2048] [--calls 20] [--rotate-weight]
 //      [--static-weight] [--csv prefix]
 #include <cuda_runtime.h>
