@@ -84,28 +84,6 @@ __device__ __forceinline__ void mbar_wait_parity(std::uint32_t bar, unsigned par
         : "memory");
   } while (!done);
 }
-// Prefill ring and inbox credits: a consumer warp's arrival on a local barrier, and an owner's
-// arrival on a peer CTA's barrier (remote address from map_to_rank) once it has read its inbox.
-__device__ __forceinline__ void mbar_arrive(std::uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-// Relaxed, as the decode tiles' cluster arrive: the inbox reads it follows have returned (their
-// values were added and stored), and a release arrive compiles to a GPU-scope MEMBAR that waits for
-// the output stores just issued (sweep: +0.5-5 us per call at T >= 4096, NOTES.md version 50).
-__device__ __forceinline__ void mbar_arrive_remote(std::uint32_t remote_bar) {
-  asm volatile("mbarrier.arrive.relaxed.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(remote_bar) : "memory");
-}
-// Waits for a phase completed by arrivals from other CTAs: acquire at cluster scope.
-__device__ __forceinline__ void mbar_wait_parity_cluster(std::uint32_t bar, unsigned parity) {
-  unsigned done;
-  do {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  } while (!done);
-}
 // Stores a float2 into the shared memory of CTA `rank` (same offset as local_addr) and counts its 8
 // bytes on that CTA's mbarrier (same offset as local_bar): the owner learns the data has landed
 // without any fence on the sender's side.
@@ -261,9 +239,9 @@ __device__ __forceinline__ void tl_record(unsigned long long* tl, int e) {
   } while (0)
 // With DSA_TIMELINE_WAVES as well (a dev build's CMAKE_CUDA_FLAGS), prefill tiles record instead of
 // events 8-247 the steps of loop iteration s < 40 as event 8 + 6 s + k: k = 0 wave s - 1's wgmmas
-// complete, 1 summed into the group sums, 2 wave s's data seen, 3 wave s's wgmmas issued, 4 and 5
-// the retire of wave s - 1 begins and ends (dev/cuda/timeline_waves.py reads them). Each record
-// costs ~70 cycles.
+// complete, 1 summed into the group sums, 2 wave s's data seen, 3 wave s's wgmmas issued, 4 the
+// retire's __syncthreads passed, 5 the retire (refill, end of tile) done (dev/cuda/timeline_waves.py
+// reads them). Each record costs ~70 cycles.
 #ifdef DSA_TIMELINE_WAVES
 constexpr bool kTlWaves = true;
 #define DSA_TLW(s, k) DSA_TL(tid == 0 && (s) < 40, 8 + 6 * (s) + (k))
@@ -300,14 +278,11 @@ __host__ __device__ constexpr int bulk_pitch(int G) { return 2 * G + 16; }
 // counters, NOTES.md version 12); one tile later the sums have long arrived. The T128H64 tile has one
 // buffer (its 32 KB make the fourth ring slot) and finishes tile i half way through tile i + 1.
 template <class Cfg>
-__global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logits_head_gate_kernel(
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_head_gate_kernel(
     const KernelParams p, const __grid_constant__ CUtensorMap tmap_x, const __grid_constant__ CUtensorMap tmap_w) {
 #ifdef DSA_SM90_BODY
   constexpr int kBlockT = Cfg::kBlockT, kBlockH = Cfg::kBlockH, kWarpsK = Cfg::kWarpsK;
-  // kThreads: the warps that compute; prefill tiles add one producer warp (thread kThreads issues
-  // every TMA load of the ring) after them.
-  constexpr int kSlots = Cfg::kSlots, kThreads = Cfg::kThreads, kBlockThreads = Cfg::kBlockThreads;
-  constexpr int kConsumerWarps = kThreads / 32;
+  constexpr int kSlots = Cfg::kSlots, kThreads = Cfg::kThreads;
   constexpr bool kPrefill = Cfg::kPrefill, kStreamW = Cfg::kStreamW, kBulk = Cfg::kBulk;
   constexpr int kChunksPerWave = kWarpsK;  // chunks of K per ring slot: one per warp set
   static_assert(kPrefill == (kWarpsK == 1), "prefill mode (one chunk per wave) is the wgmma mode");
@@ -352,10 +327,6 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
   const int n_wbars = kWChunkBars ? nchunks : 1;
   const std::uint32_t slot_full = inbox_full + 8 * kInboxBufs;  // TMA: [kSlots] x landed
   const std::uint32_t w_full = slot_full + 8 * kSlots;          // TMA: weight landed [n_wbars]
-  // Prefill: a ring slot's consumer warps have retired it [kSlots]; the 8 owners have read an inbox
-  // buffer of this CTA's pushes [kInboxBufs].
-  const std::uint32_t slot_empty = w_full + 8 * n_wbars;
-  const std::uint32_t inbox_free = slot_empty + 8 * kSlots;
   // Inbox rows are kBlockH floats; the column is xor-ed with the row so that the float2 stores of a
   // warp (8 rows x 4 column pairs) spread over the banks. Multiples of 8 keep pairs together.
   constexpr int kInboxSwizzle = (kBlockH / 8 - 1) < 7 ? (kBlockH / 8 - 1) : 7;
@@ -404,10 +375,6 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
     if constexpr (kPrefill || kBulk) {
       for (int c = 0; c < n_wbars; ++c) mbar_init(w_full + 8 * c, 1);
       for (int i = 0; i < kSlots; ++i) mbar_init(slot_full + 8 * i, 1);
-    }
-    if constexpr (kPrefill) {
-      for (int i = 0; i < kSlots; ++i) mbar_init(slot_empty + 8 * i, kConsumerWarps);
-      for (int b = 0; b < kInboxBufs; ++b) mbar_init(inbox_free + 8 * b, kClusterSize * kConsumerWarps);
     }
   }
   if constexpr (kPrefill || kBulk) __syncthreads();  // the ring's barriers are waited on before the first cluster wait
@@ -484,7 +451,7 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
     // 10.1 against 10.9).
     const bool x_first_chunk_only = kPrefill && (kBlockT > 64 || my_tiles > 2);
     const unsigned x_row_bytes = x_first_chunk_only ? min(row_bytes, static_cast<unsigned>(kRowBytes)) : row_bytes;
-    for (int i = tid; i < w_rows + x_rows; i += kBlockThreads) {
+    for (int i = tid; i < w_rows + x_rows; i += kThreads) {
       const std::uint16_t* row = i < w_rows ? p.w + (h0 + i) * p.ldw : p.x + (tile_t0(0) + i - w_rows) * p.ldx;
       asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(row + k_base),
                    "r"(i < w_rows ? row_bytes : x_row_bytes)
@@ -504,10 +471,7 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
   // first data landed 1.3-4 us after griddepcontrol.wait (dev/cuda/timeline, T64H64tma), and all
   // of it was the slice (sweep, version 46: T64H64tma T = 2048 14.6 against 15.2 us).
   if (!weight_first && !kWChunkBars) load_weight_slice();
-  // The thread that issues the ring's loads: the producer warp's first lane (prefill), warp 1
-  // (bulk-copy decode tiles), or thread 0 (cp.async tiles: every thread copies, thread 0 records).
-  constexpr int kIssuer = kPrefill ? kThreads : kBulk ? 32 : 0;
-  const bool weight_by_wave = kWChunkBars && !weight_first && tid == kIssuer;
+  const bool weight_by_wave = kWChunkBars && !weight_first && tid == 0;
 
   // Rows of x past T are never loaded: MMA rows are independent and those outputs are not stored.
   const std::int64_t x_pass_stride = kRowsPerPass * p.ldx;
@@ -530,24 +494,26 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
   const auto load_wave = [&](const Cursor& at) {
     const int chunk0 = at.wave * kChunksPerWave;
     const std::int64_t t0 = tile_t0(at.tile);
-    DSA_TL(!kTlWaves && tid == kIssuer && 8 + 2 * (at.tile * waves_per_tile + at.wave) < kTlEnd,
+    DSA_TL(!kTlWaves && tid == (kBulk ? 32 : 0) && 8 + 2 * (at.tile * waves_per_tile + at.wave) < kTlEnd,
            8 + 2 * (at.tile * waves_per_tile + at.wave));
     if constexpr (kPrefill) {
-      // The producer thread, whole boxes; rows past T arrive as zeros (out of the tensor map's bounds).
-      const int nvalid = min(kChunksPerWave, nchunks - chunk0);
-      const std::uint32_t bar = slot_full + 8 * at.slot;
-      const std::uint32_t dst = smem_addr(x_smem) + at.slot * slot_bytes;
-      mbar_arrive_expect_tx(bar, nvalid * kBlockT * kRowBytes + (kStreamW ? kBlockH * kRowBytes : 0));
-      for (int c = 0; c < nvalid; ++c)
-        for (int half = 0; half < 2; ++half)
-          tma_load_2d(dst + c * kBlockT * kRowBytes + half * kBlockT * kHalfRowBytes, &tmap_x,
-                      static_cast<int>(k_base) + (chunk0 + c) * kChunk + half * 64, static_cast<int>(t0), bar,
-                      l2_policy<kEvictFirst>());
-      if constexpr (kStreamW) {
-        static_assert(kChunksPerWave == 1, "one weight chunk per wave");
-        for (int half = 0; half < 2; ++half)
-          tma_load_2d(dst + kXSlotBytes + half * kBlockH * kHalfRowBytes, &tmap_w,
-                      static_cast<int>(k_base) + chunk0 * kChunk + half * 64, h0, bar, l2_policy<kEvictLast>());
+      // One thread, whole boxes; rows past T arrive as zeros (out of the tensor map's bounds).
+      if (tid == 0) {
+        const int nvalid = min(kChunksPerWave, nchunks - chunk0);
+        const std::uint32_t bar = slot_full + 8 * at.slot;
+        const std::uint32_t dst = smem_addr(x_smem) + at.slot * slot_bytes;
+        mbar_arrive_expect_tx(bar, nvalid * kBlockT * kRowBytes + (kStreamW ? kBlockH * kRowBytes : 0));
+        for (int c = 0; c < nvalid; ++c)
+          for (int half = 0; half < 2; ++half)
+            tma_load_2d(dst + c * kBlockT * kRowBytes + half * kBlockT * kHalfRowBytes, &tmap_x,
+                        static_cast<int>(k_base) + (chunk0 + c) * kChunk + half * 64, static_cast<int>(t0), bar,
+                        l2_policy<kEvictFirst>());
+        if constexpr (kStreamW) {
+          static_assert(kChunksPerWave == 1, "one weight chunk per wave");
+          for (int half = 0; half < 2; ++half)
+            tma_load_2d(dst + kXSlotBytes + half * kBlockH * kHalfRowBytes, &tmap_w,
+                        static_cast<int>(k_base) + chunk0 * kChunk + half * 64, h0, bar, l2_policy<kEvictLast>());
+        }
       }
       return;
     }
@@ -580,13 +546,14 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
       }
     }
   };
-  Cursor ahead;  // the next wave to load (decode tiles; prefill tiles' producer keeps its own)
+  Cursor ahead;  // the next wave to load
   // Bulk tiles with one slot load their first wave here too: the slot is free.
-  constexpr int kPrologueWaves = kPrefill ? 0 : kBulk ? (kSlots > 1 ? kSlots - 1 : 1) : kSlots - 1;
+  constexpr int kPrologueWaves = kBulk ? (kSlots > 1 ? kSlots - 1 : 1) : kSlots - 1;
 #pragma unroll 1
   for (int s = 0; s < kPrologueWaves; ++s) {
+    if (weight_by_wave && s < nchunks) load_weight_chunk(s);
     if (s < num_waves) load_wave(ahead);
-    if constexpr (!kBulk) cp_async_commit();  // one group per slot, empty or not: uniform wait counts
+    if constexpr (!kPrefill && !kBulk) cp_async_commit();  // one group per slot, empty or not: uniform wait counts
     ahead.advance(waves_per_tile);
   }
 
@@ -653,16 +620,6 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
       }
     }
   };
-  // Prefill: this CTA has read inbox buffer j % kInboxBufs (finish(j)), so each peer may push tile
-  // j + kInboxBufs into it: lane r of every consumer warp arrives on CTA r's credit barrier (8 CTAs
-  // x kConsumerWarps arrivals per phase). Credits instead of the decode tiles' cluster barrier: the
-  // producer warp, busy loading, never has to take part. No arrival is sent for a tile that will not
-  // be pushed, so none reaches a CTA that has exited.
-  const auto free_inbox = [&](int j) {
-    if (j + kInboxBufs >= my_tiles) return;
-    __syncwarp();  // every lane of the warp is done reading
-    if (lane < kClusterSize) mbar_arrive_remote(map_to_rank(inbox_free + 8 * (j % kInboxBufs), lane));
-  };
   // Where this thread's group sums go (prefill mode): tile row r belongs to CTA r / kRowsPerRank, at
   // its inbox row rank * kRowsPerRank + r % kRowsPerRank. A thread's rows are warp_row0 + 16 mt +
   // 8 half + lane / 4 and kRowsPerRank >= 8, so the owner depends on (mt, half) only and the
@@ -676,9 +633,7 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int row = warp_row0 + mt * 16 + half * 8 + lane / 4;
-        // % 8: the producer warp's rows lie past the tile; it never pushes, but mapa to a rank outside
-        // the cluster faults.
-        const unsigned owner = (row / kRowsPerRank) % kClusterSize;
+        const unsigned owner = row / kRowsPerRank;
         push_row[mt][half] = map_to_rank(
             smem_addr(inbox + (static_cast<int>(rank) * kRowsPerRank + row % kRowsPerRank) * kBlockH), owner);
         push_bar[mt][half] = map_to_rank(inbox_full, owner);
@@ -700,12 +655,8 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
   const auto end_tile = [&](int tile_i) {
     const int buf = tile_i % kInboxBufs;
     // Owners finished reading this buffer (two buffers: tile_i - 2; one: tile_i - 1; tile 0:
-    // barrier init, which the cluster barrier armed at the start makes visible cluster-wide).
-    if (kPrefill && tile_i >= kInboxBufs) {
-      mbar_wait_parity_cluster(inbox_free + 8 * buf, ((tile_i / kInboxBufs) - 1) & 1);
-    } else if (!kPrefill || tile_i == 0) {
-      cluster_wait();
-    }
+    // barrier init).
+    cluster_wait();
     DSA_TL(tid == 0 && tile_i == my_tiles - 1, kTlEnd + 1);
     if (tid == 0) mbar_arrive_expect_tx(inbox_full + 8 * buf, kInboxBytes);
     if constexpr (kWarpsK == 1) {
@@ -742,11 +693,7 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
     if constexpr (kInboxBufs == 2) {
       if (tile_i > 0) finish(tile_i - 1);
       // The other buffer may be overwritten from here on: finish() consumed every value it read.
-      if constexpr (kPrefill) {
-        if (tile_i > 0) free_inbox(tile_i - 1);
-      } else if (tile_i + 1 < my_tiles) {
-        cluster_arrive_relaxed();
-      }
+      if (tile_i + 1 < my_tiles) cluster_arrive_relaxed();
     }
 #pragma unroll
     for (int i = 0; i < kQuadsPerThread; ++i)
@@ -792,6 +739,13 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
       wgmma_commit();
       DSA_TLW(s, 3);
     };
+    // Every slot is in flight from the start: the prologue filled kSlots - 1, this fills the last
+    // one, and retiring wave s refills its slot with wave s + kSlots.
+    if (weight_by_wave && kSlots - 1 < nchunks) load_weight_chunk(kSlots - 1);
+    if (kSlots - 1 < num_waves) load_wave(ahead);
+    ahead.advance(waves_per_tile);
+    if (weight_by_wave)
+      for (int c = kSlots; c < nchunks; ++c) load_weight_chunk(c);
     // Waits for the wave in flight and pins its accumulators (the wait names no registers: without
     // the pin the compiler could read them earlier).
     const auto complete = [&](Acc& acc) {
@@ -801,49 +755,29 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
 #pragma unroll
         for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(acc[0][nt][i])::"memory");
     };
-    // The producer warp: its first lane issues every load of the ring, each as soon as the consumer
-    // warps have retired the slot (slot_empty), and the weight chunks of a resident slice between
-    // the first waves. Then the warp leaves. With the consumers issuing the refills themselves
-    // (thread 0, after a __syncthreads), a wave cost ~850 cycles at T64H64tma against 332 for its
-    // wgmma chain alone (dev/cuda/wgmma_rate): the barrier, the TMA issue and the sums ran one after
-    // the other on the one warpgroup (dev/cuda/timeline with DSA_TIMELINE_WAVES). Sweep, weight from
-    // HBM (NOTES.md version 50): DeepSeek T = 1024 9.87 -> 8.89 us, 2048 13.42 -> 12.66, 4096
-    // 20.78 -> 19.89, 16384 62.91 -> 62.37.
-    if (warp == kConsumerWarps) {
-      if (lane == 0) {
-        Cursor at;
-#pragma unroll 1
-        for (int w = 0; w < num_waves; ++w) {
-          if (w >= kSlots) mbar_wait_parity(slot_empty + 8 * at.slot, at.phase ^ 1);
-          if (weight_by_wave && w < kSlots && w < nchunks) load_weight_chunk(w);  // the rest: below
-          load_wave(at);
-          if (weight_by_wave && w == kSlots - 1)
-            for (int c = kSlots; c < nchunks; ++c) load_weight_chunk(c);
-          at.advance(waves_per_tile);
-        }
-      }
-      __syncwarp();
-      cluster_wait();  // pairs the arrival at the start (the consumers wait on it before their first push)
-      return;
-    }
-    // Retires wave s (cursor at), already summed into q: its slot goes back to the producer, and a
-    // finished tile is pushed.
+    // Retires wave s (cursor at), already summed into q: once every warp is done with it, its slot
+    // is refilled with wave s + kSlots, and a finished tile is pushed.
     const auto retire = [&](const Cursor& at, int s) {
+      __syncthreads();  // every warpgroup is done reading slot at.slot
       DSA_TLW(s + 1, 4);
+      if (tid == 0) {  // the TMA issuer: the only thread that needs the refill cursor
+        if (s + kSlots < num_waves) load_wave(ahead);
+        ahead.advance(waves_per_tile);
+      }
       if constexpr (kInboxBufs == 1) {
         // One inbox buffer (it frees shared memory for a deeper ring): tile i - 1 is finished half
-        // way through tile i, half a tile after its sums were pushed, and the credits let the
+        // way through tile i, half a tile after its sums were pushed, and the arrival lets the
         // peers push tile i into the same buffer at its end.
         if (at.wave == waves_per_tile / 2 && at.tile > 0) {
           finish(at.tile - 1);
-          free_inbox(at.tile - 1);
+          cluster_arrive_relaxed();
         }
       }
       if (at.wave == waves_per_tile - 1) end_tile(at.tile);
       DSA_TLW(s + 1, 5);
     };
-    // Iteration s sums wave s - 1 into q, issues wave s, and retires wave s - 1 (its slot back to
-    // the producer, the end of a tile) while wave s runs on the tensor cores. One accumulator set, one issue site: the
+    // Iteration s sums wave s - 1 into q, issues wave s, and retires wave s - 1 (barrier, refill,
+    // end of tile) while wave s runs on the tensor cores. One accumulator set, one issue site: the
     // version with two alternating sets (summing one while the other ran) made ptxas serialise every
     // wgmma (warning C7514) and quadrupled the code, which slowed the first call (NOTES.md).
     Acc acc;
@@ -854,7 +788,6 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
 #pragma unroll 1
     for (int s = 1; s <= num_waves; ++s) {
       complete(acc);  // wave s - 1 is done in this warp
-      if (lane == 0) mbar_arrive(slot_empty + 8 * prev.slot);  // and its slot is free
       DSA_TLW(s, 0);
       DSA_TL(tid == 0 && s == num_waves, kTlEnd);
       if (prev.wave == 0) begin_tile(prev.tile);
@@ -986,8 +919,7 @@ std::size_t smem_bytes(const KernelParams& p) {
   const std::size_t red_tile = static_cast<std::size_t>(Cfg::kBlockT) * (Cfg::kBlockH + 8) * sizeof(float);
   return weight_and_ring + (Cfg::kWarpsK > 1 ? Cfg::kWarpsK * red_tile : 0) +
          Cfg::kInboxBufs * static_cast<std::size_t>(Cfg::kBlockT) * Cfg::kBlockH * sizeof(float) /* inbox */ +
-         8 * (Cfg::kInboxBufs + Cfg::kSlots + weight_barriers<Cfg>(nchunks) +
-              (Cfg::kPrefill ? Cfg::kSlots + Cfg::kInboxBufs : 0)) /* mbarriers: inbox, ring, weight, credits */;
+         8 * (Cfg::kInboxBufs + Cfg::kSlots + weight_barriers<Cfg>(nchunks)) /* mbarriers: inbox, ring, weight */;
 }
 
 template <class Cfg>
@@ -1001,7 +933,7 @@ cudaLaunchConfig_t make_config(dim3 grid, std::size_t smem, cudaStream_t stream,
   attrs[1].val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
-  cfg.blockDim = dim3(Cfg::kBlockThreads);
+  cfg.blockDim = dim3(Cfg::kThreads);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cfg.attrs = attrs;
@@ -1079,8 +1011,7 @@ struct Config {
   static constexpr int kInboxBufs = kInboxBufs_;
   static constexpr int kBlockT = kT, kBlockH = kH, kWarpsT = kWT, kWarpsH = kWH, kWarpsK = kWK;
   static constexpr int kSlots = kSlots_;
-  static constexpr int kThreads = 32 * kWT * kWH * kWK;  // the warps that compute
-  static constexpr int kBlockThreads = kThreads + (kPrefill ? 32 : 0);  // + the producer warp of prefill tiles
+  static constexpr int kThreads = 32 * kWT * kWH * kWK;
   static_assert(kT % (16 * kWT) == 0 && kH % (8 * kWH) == 0, "warp tiles are m16 x n8 multiples");
   static std::string label() {
     return "T" + std::to_string(kT) + "H" + std::to_string(kH) + (kStreamW ? "ws" : kPrefill ? "tma" : "") +
