@@ -34,13 +34,17 @@ def target_us(T, bytes_):
     return 1.08 * floor + 1.2
 
 
-def main(path):
-    with open(path) as f:
-        run = json.load(f)
-    graph = {(r["K"], r["H"], r["T"]): r for r in run["records"] if r["mode"] == "graph"}
+def graph_records(run):
+    return {(r["K"], r["H"], r["T"]): r for r in run["records"] if r["mode"] == "graph"}
 
-    print("| T | DeepSeek-V3.2 (K 7168, H 64) | static | sglang | floor | GLM-5 (K 6144, H 32) | static | sglang | floor |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+def performance_table(run):
+    """The README's performance table, header included, one string per line."""
+    graph = graph_records(run)
+    lines = [
+        "| T | DeepSeek-V3.2 (K 7168, H 64) | static | sglang | floor | GLM-5 (K 6144, H 32) | static | sglang | floor |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for T in README_T:
         cells = []
         for K, H in SHAPES:
@@ -50,7 +54,15 @@ def main(path):
                 continue
             cells += [f"**{fmt(r['dsa_indexer'])}**", f"**{fmt(r['dsa_indexer.static'])}**", fmt(r["sglang"]),
                       fmt(r["floor"])]
-        print(f"| {T} | " + " | ".join(cells) + " |")
+        lines.append(f"| {T} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(path):
+    with open(path) as f:
+        run = json.load(f)
+    graph = graph_records(run)
+    print("\n".join(performance_table(run)))
 
     print()
     print("| T (DeepSeek) | target us | ours us (bench) | static us (bench) | standing |")
