@@ -74,15 +74,55 @@ __device__ __forceinline__ void mbar_init(std::uint32_t bar, unsigned count) {
 __device__ __forceinline__ void mbar_arrive_expect_tx(std::uint32_t bar, unsigned bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
+#ifdef DSA_WAIT_WATCHDOG
+// Dev mode (-DDSA_WAIT_WATCHDOG in CMAKE_CUDA_FLAGS): an mbarrier wait that lasts 20 s prints who
+// waits on what (lane 0 of each waiting warp), and one that lasts 30 s traps, so that a hang, under
+// compute-sanitizer for instance, ends with a report instead of a timeout. Addresses are shared::cta
+// ones (the CTA's rank in bits 24 and up); subtract the layout's offsets to name the barrier.
+__device__ __forceinline__ unsigned long long watchdog_now() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+  return t;
+}
+#endif
 __device__ __forceinline__ void mbar_wait_parity(std::uint32_t bar, unsigned parity) {
   unsigned done;
+#ifdef DSA_WAIT_WATCHDOG
+  const unsigned long long t0 = watchdog_now();
+  unsigned spins = 0;
+  bool reported = false;
+#endif
   do {
     asm volatile(
         "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
         : "=r"(done)
         : "r"(bar), "r"(parity)
         : "memory");
+#ifdef DSA_WAIT_WATCHDOG
+    if (!done && (++spins & 255) == 0) {
+      const unsigned long long waited = watchdog_now() - t0;
+      if (waited > 30000000000ull) __trap();
+      if (waited > 20000000000ull && !reported && threadIdx.x % 32 == 0) {
+        reported = true;
+        printf("DSA_WAIT_WATCHDOG: block %d thread %d waits on mbarrier %#x for parity %u\n",
+               static_cast<int>(blockIdx.x), static_cast<int>(threadIdx.x), bar, parity);
+      }
+    }
+#endif
   } while (!done);
+}
+// Prefill ring: a consumer warp's arrival on a local barrier (the slot it read is free).
+__device__ __forceinline__ void mbar_arrive(std::uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Prefill inbox credit: 4 bytes into a peer CTA's shared memory (addresses mapped by the caller),
+// counted on the peer's credit mbarrier, as the pushes are (a remote mbarrier.arrive ran as fast:
+// NOTES.md version 51). No fence: the inbox reads before it have returned (their values were added
+// and stored).
+__device__ __forceinline__ void st_async_b32_mapped(std::uint32_t remote, std::uint32_t remote_bar, unsigned v) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];\n" ::"r"(remote), "r"(v),
+               "r"(remote_bar)
+               : "memory");
 }
 // Stores a float2 into the shared memory of CTA `rank` (same offset as local_addr) and counts its 8
 // bytes on that CTA's mbarrier (same offset as local_bar): the owner learns the data has landed
@@ -239,9 +279,9 @@ __device__ __forceinline__ void tl_record(unsigned long long* tl, int e) {
   } while (0)
 // With DSA_TIMELINE_WAVES as well (a dev build's CMAKE_CUDA_FLAGS), prefill tiles record instead of
 // events 8-247 the steps of loop iteration s < 40 as event 8 + 6 s + k: k = 0 wave s - 1's wgmmas
-// complete, 1 summed into the group sums, 2 wave s's data seen, 3 wave s's wgmmas issued, 4 the
-// retire's __syncthreads passed, 5 the retire (refill, end of tile) done (dev/cuda/timeline_waves.py
-// reads them). Each record costs ~70 cycles.
+// complete, 1 summed into the group sums, 2 wave s's data seen, 3 wave s's wgmmas issued, 4 and 5
+// the retire of wave s - 1 begins and ends (dev/cuda/timeline_waves.py reads them). Each record
+// costs ~70 cycles.
 #ifdef DSA_TIMELINE_WAVES
 constexpr bool kTlWaves = true;
 #define DSA_TLW(s, k) DSA_TL(tid == 0 && (s) < 40, 8 + 6 * (s) + (k))
@@ -278,11 +318,14 @@ __host__ __device__ constexpr int bulk_pitch(int G) { return 2 * G + 16; }
 // counters, NOTES.md version 12); one tile later the sums have long arrived. The T128H64 tile has one
 // buffer (its 32 KB make the fourth ring slot) and finishes tile i half way through tile i + 1.
 template <class Cfg>
-__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_head_gate_kernel(
+__global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logits_head_gate_kernel(
     const KernelParams p, const __grid_constant__ CUtensorMap tmap_x, const __grid_constant__ CUtensorMap tmap_w) {
 #ifdef DSA_SM90_BODY
   constexpr int kBlockT = Cfg::kBlockT, kBlockH = Cfg::kBlockH, kWarpsK = Cfg::kWarpsK;
-  constexpr int kSlots = Cfg::kSlots, kThreads = Cfg::kThreads;
+  // kThreads: the warps that compute; prefill tiles add one producer warp (thread kThreads issues
+  // every TMA load of the ring) after them.
+  constexpr int kSlots = Cfg::kSlots, kThreads = Cfg::kThreads, kBlockThreads = Cfg::kBlockThreads;
+  constexpr int kConsumerWarps = kThreads / 32;
   constexpr bool kPrefill = Cfg::kPrefill, kStreamW = Cfg::kStreamW, kBulk = Cfg::kBulk;
   constexpr int kChunksPerWave = kWarpsK;  // chunks of K per ring slot: one per warp set
   static_assert(kPrefill == (kWarpsK == 1), "prefill mode (one chunk per wave) is the wgmma mode");
@@ -327,6 +370,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   const int n_wbars = kWChunkBars ? nchunks : 1;
   const std::uint32_t slot_full = inbox_full + 8 * kInboxBufs;  // TMA: [kSlots] x landed
   const std::uint32_t w_full = slot_full + 8 * kSlots;          // TMA: weight landed [n_wbars]
+  // Prefill: a ring slot's consumer warps have retired it [kSlots]; the 8 owners have read an inbox
+  // buffer of this CTA's pushes [kInboxBufs].
+  const std::uint32_t slot_empty = w_full + 8 * n_wbars;
+  const std::uint32_t inbox_free = slot_empty + 8 * kSlots;
+  // Prefill: where the credits land, one word per (buffer, owner, owner's consumer warp); never read.
+  const std::uint32_t credit_words = inbox_free + 8 * kInboxBufs;
+  constexpr unsigned kCreditBytes = 4 * kClusterSize * kConsumerWarps;  // one phase of a credit barrier
   // Inbox rows are kBlockH floats; the column is xor-ed with the row so that the float2 stores of a
   // warp (8 rows x 4 column pairs) spread over the banks. Multiples of 8 keep pairs together.
   constexpr int kInboxSwizzle = (kBlockH / 8 - 1) < 7 ? (kBlockH / 8 - 1) : 7;
@@ -375,6 +425,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
     if constexpr (kPrefill || kBulk) {
       for (int c = 0; c < n_wbars; ++c) mbar_init(w_full + 8 * c, 1);
       for (int i = 0; i < kSlots; ++i) mbar_init(slot_full + 8 * i, 1);
+    }
+    if constexpr (kPrefill) {
+      for (int i = 0; i < kSlots; ++i) mbar_init(slot_empty + 8 * i, kConsumerWarps);
+      // One arrival (this CTA arming the phase) plus the credits' bytes; phase 0 is armed here,
+      // each next one right after its predecessor is waited for (end_tile).
+      for (int b = 0; b < kInboxBufs; ++b) {
+        mbar_init(inbox_free + 8 * b, 1);
+        mbar_arrive_expect_tx(inbox_free + 8 * b, kCreditBytes);
+      }
     }
   }
   if constexpr (kPrefill || kBulk) __syncthreads();  // the ring's barriers are waited on before the first cluster wait
@@ -451,7 +510,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
     // 10.1 against 10.9).
     const bool x_first_chunk_only = kPrefill && (kBlockT > 64 || my_tiles > 2);
     const unsigned x_row_bytes = x_first_chunk_only ? min(row_bytes, static_cast<unsigned>(kRowBytes)) : row_bytes;
-    for (int i = tid; i < w_rows + x_rows; i += kThreads) {
+    for (int i = tid; i < w_rows + x_rows; i += kBlockThreads) {
       const std::uint16_t* row = i < w_rows ? p.w + (h0 + i) * p.ldw : p.x + (tile_t0(0) + i - w_rows) * p.ldx;
       asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(row + k_base),
                    "r"(i < w_rows ? row_bytes : x_row_bytes)
@@ -471,7 +530,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   // first data landed 1.3-4 us after griddepcontrol.wait (dev/cuda/timeline, T64H64tma), and all
   // of it was the slice (sweep, version 46: T64H64tma T = 2048 14.6 against 15.2 us).
   if (!weight_first && !kWChunkBars) load_weight_slice();
-  const bool weight_by_wave = kWChunkBars && !weight_first && tid == 0;
+  // The thread that issues the ring's loads: the producer warp's first lane (prefill), warp 1
+  // (bulk-copy decode tiles), or thread 0 (cp.async tiles: every thread copies, thread 0 records).
+  constexpr int kIssuer = kPrefill ? kThreads : kBulk ? 32 : 0;
+  const bool weight_by_wave = kWChunkBars && !weight_first && tid == kIssuer;
 
   // Rows of x past T are never loaded: MMA rows are independent and those outputs are not stored.
   const std::int64_t x_pass_stride = kRowsPerPass * p.ldx;
@@ -494,26 +556,24 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   const auto load_wave = [&](const Cursor& at) {
     const int chunk0 = at.wave * kChunksPerWave;
     const std::int64_t t0 = tile_t0(at.tile);
-    DSA_TL(!kTlWaves && tid == (kBulk ? 32 : 0) && 8 + 2 * (at.tile * waves_per_tile + at.wave) < kTlEnd,
+    DSA_TL(!kTlWaves && tid == kIssuer && 8 + 2 * (at.tile * waves_per_tile + at.wave) < kTlEnd,
            8 + 2 * (at.tile * waves_per_tile + at.wave));
     if constexpr (kPrefill) {
-      // One thread, whole boxes; rows past T arrive as zeros (out of the tensor map's bounds).
-      if (tid == 0) {
-        const int nvalid = min(kChunksPerWave, nchunks - chunk0);
-        const std::uint32_t bar = slot_full + 8 * at.slot;
-        const std::uint32_t dst = smem_addr(x_smem) + at.slot * slot_bytes;
-        mbar_arrive_expect_tx(bar, nvalid * kBlockT * kRowBytes + (kStreamW ? kBlockH * kRowBytes : 0));
-        for (int c = 0; c < nvalid; ++c)
-          for (int half = 0; half < 2; ++half)
-            tma_load_2d(dst + c * kBlockT * kRowBytes + half * kBlockT * kHalfRowBytes, &tmap_x,
-                        static_cast<int>(k_base) + (chunk0 + c) * kChunk + half * 64, static_cast<int>(t0), bar,
-                        l2_policy<kEvictFirst>());
-        if constexpr (kStreamW) {
-          static_assert(kChunksPerWave == 1, "one weight chunk per wave");
-          for (int half = 0; half < 2; ++half)
-            tma_load_2d(dst + kXSlotBytes + half * kBlockH * kHalfRowBytes, &tmap_w,
-                        static_cast<int>(k_base) + chunk0 * kChunk + half * 64, h0, bar, l2_policy<kEvictLast>());
-        }
+      // The producer thread, whole boxes; rows past T arrive as zeros (out of the tensor map's bounds).
+      const int nvalid = min(kChunksPerWave, nchunks - chunk0);
+      const std::uint32_t bar = slot_full + 8 * at.slot;
+      const std::uint32_t dst = smem_addr(x_smem) + at.slot * slot_bytes;
+      mbar_arrive_expect_tx(bar, nvalid * kBlockT * kRowBytes + (kStreamW ? kBlockH * kRowBytes : 0));
+      for (int c = 0; c < nvalid; ++c)
+        for (int half = 0; half < 2; ++half)
+          tma_load_2d(dst + c * kBlockT * kRowBytes + half * kBlockT * kHalfRowBytes, &tmap_x,
+                      static_cast<int>(k_base) + (chunk0 + c) * kChunk + half * 64, static_cast<int>(t0), bar,
+                      l2_policy<kEvictFirst>());
+      if constexpr (kStreamW) {
+        static_assert(kChunksPerWave == 1, "one weight chunk per wave");
+        for (int half = 0; half < 2; ++half)
+          tma_load_2d(dst + kXSlotBytes + half * kBlockH * kHalfRowBytes, &tmap_w,
+                      static_cast<int>(k_base) + chunk0 * kChunk + half * 64, h0, bar, l2_policy<kEvictLast>());
       }
       return;
     }
@@ -546,14 +606,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
       }
     }
   };
-  Cursor ahead;  // the next wave to load
+  Cursor ahead;  // the next wave to load (decode tiles; prefill tiles' producer keeps its own)
   // Bulk tiles with one slot load their first wave here too: the slot is free.
-  constexpr int kPrologueWaves = kBulk ? (kSlots > 1 ? kSlots - 1 : 1) : kSlots - 1;
+  constexpr int kPrologueWaves = kPrefill ? 0 : kBulk ? (kSlots > 1 ? kSlots - 1 : 1) : kSlots - 1;
 #pragma unroll 1
   for (int s = 0; s < kPrologueWaves; ++s) {
-    if (weight_by_wave && s < nchunks) load_weight_chunk(s);
     if (s < num_waves) load_wave(ahead);
-    if constexpr (!kPrefill && !kBulk) cp_async_commit();  // one group per slot, empty or not: uniform wait counts
+    if constexpr (!kBulk) cp_async_commit();  // one group per slot, empty or not: uniform wait counts
     ahead.advance(waves_per_tile);
   }
 
@@ -620,6 +679,20 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
       }
     }
   };
+  // Prefill: this CTA has read inbox buffer j % kInboxBufs (finish(j)), so each peer may push tile
+  // j + kInboxBufs into it: lane r of every consumer warp sends CTA r a credit (8 CTAs x
+  // kConsumerWarps credits per phase). Credits instead of the decode tiles' cluster barrier: the
+  // producer warp, busy loading, never has to take part. No credit is sent for a tile that will not
+  // be pushed, so none reaches a CTA that has exited.
+  const auto free_inbox = [&](int j) {
+    if (j + kInboxBufs >= my_tiles) return;
+    __syncwarp();  // every lane of the warp is done reading
+    if (lane < kClusterSize) {
+      const int b = j % kInboxBufs;
+      const std::uint32_t word = credit_words + 4 * ((b * kClusterSize + static_cast<int>(rank)) * kConsumerWarps + warp);
+      st_async_b32_mapped(map_to_rank(word, lane), map_to_rank(inbox_free + 8 * b, lane), 1u);
+    }
+  };
   // Where this thread's group sums go (prefill mode): tile row r belongs to CTA r / kRowsPerRank, at
   // its inbox row rank * kRowsPerRank + r % kRowsPerRank. A thread's rows are warp_row0 + 16 mt +
   // 8 half + lane / 4 and kRowsPerRank >= 8, so the owner depends on (mt, half) only and the
@@ -633,7 +706,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int row = warp_row0 + mt * 16 + half * 8 + lane / 4;
-        const unsigned owner = row / kRowsPerRank;
+        // % 8: the producer warp's rows lie past the tile; it never pushes, but mapa to a rank outside
+        // the cluster faults.
+        const unsigned owner = (row / kRowsPerRank) % kClusterSize;
         push_row[mt][half] = map_to_rank(
             smem_addr(inbox + (static_cast<int>(rank) * kRowsPerRank + row % kRowsPerRank) * kBlockH), owner);
         push_bar[mt][half] = map_to_rank(inbox_full, owner);
@@ -655,8 +730,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
   const auto end_tile = [&](int tile_i) {
     const int buf = tile_i % kInboxBufs;
     // Owners finished reading this buffer (two buffers: tile_i - 2; one: tile_i - 1; tile 0:
-    // barrier init).
-    cluster_wait();
+    // barrier init, which the cluster barrier armed at the start makes visible cluster-wide).
+    if (kPrefill && tile_i >= kInboxBufs) {
+      mbar_wait_parity(inbox_free + 8 * buf, ((tile_i / kInboxBufs) - 1) & 1);
+      // Arm the buffer's next phase: its credits come from the owners' finish(tile_i), which needs
+      // this CTA's pushes below, thread 0's included, so none can land before this.
+      if (tid == 0) mbar_arrive_expect_tx(inbox_free + 8 * buf, kCreditBytes);
+    } else if (!kPrefill || tile_i == 0) {
+      cluster_wait();
+    }
     DSA_TL(tid == 0 && tile_i == my_tiles - 1, kTlEnd + 1);
     if (tid == 0) mbar_arrive_expect_tx(inbox_full + 8 * buf, kInboxBytes);
     if constexpr (kWarpsK == 1) {
@@ -693,7 +775,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
     if constexpr (kInboxBufs == 2) {
       if (tile_i > 0) finish(tile_i - 1);
       // The other buffer may be overwritten from here on: finish() consumed every value it read.
-      if (tile_i + 1 < my_tiles) cluster_arrive_relaxed();
+      if constexpr (kPrefill) {
+        if (tile_i > 0) free_inbox(tile_i - 1);
+      } else if (tile_i + 1 < my_tiles) {
+        cluster_arrive_relaxed();
+      }
     }
 #pragma unroll
     for (int i = 0; i < kQuadsPerThread; ++i)
@@ -739,13 +825,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
       wgmma_commit();
       DSA_TLW(s, 3);
     };
-    // Every slot is in flight from the start: the prologue filled kSlots - 1, this fills the last
-    // one, and retiring wave s refills its slot with wave s + kSlots.
-    if (weight_by_wave && kSlots - 1 < nchunks) load_weight_chunk(kSlots - 1);
-    if (kSlots - 1 < num_waves) load_wave(ahead);
-    ahead.advance(waves_per_tile);
-    if (weight_by_wave)
-      for (int c = kSlots; c < nchunks; ++c) load_weight_chunk(c);
     // Waits for the wave in flight and pins its accumulators (the wait names no registers: without
     // the pin the compiler could read them earlier).
     const auto complete = [&](Acc& acc) {
@@ -755,29 +834,58 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
 #pragma unroll
         for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(acc[0][nt][i])::"memory");
     };
-    // Retires wave s (cursor at), already summed into q: once every warp is done with it, its slot
-    // is refilled with wave s + kSlots, and a finished tile is pushed.
+    // The producer warp: its first lane issues every load of the ring, each as soon as the consumer
+    // warps have retired the slot (slot_empty), and the weight chunks of a resident slice between
+    // the first waves. Then the warp leaves. With the consumers issuing the refills themselves
+    // (thread 0, after a __syncthreads), a wave cost ~850 cycles at T64H64tma against 332 for its
+    // wgmma chain alone (dev/cuda/wgmma_rate): the barrier, the TMA issue and the sums ran one after
+    // the other on the one warpgroup (dev/cuda/timeline with DSA_TIMELINE_WAVES). Sweep, weight from
+    // HBM (NOTES.md version 50): DeepSeek T = 1024 9.87 -> 8.89 us, 2048 13.42 -> 12.66, 4096
+    // 20.78 -> 19.89, 16384 62.91 -> 62.37.
+    if (warp == kConsumerWarps) {
+      Cursor at;
+      const auto produce = [&](int w_end) {
+        if (lane != 0) return;
+#pragma unroll 1
+        for (int w = at.tile * waves_per_tile + at.wave; w < w_end; ++w) {
+          if (w >= kSlots) mbar_wait_parity(slot_empty + 8 * at.slot, at.phase ^ 1);
+          if (weight_by_wave && w < kSlots && w < nchunks) load_weight_chunk(w);  // the rest: below
+          load_wave(at);
+          if (weight_by_wave && w == kSlots - 1)
+            for (int c = kSlots; c < nchunks; ++c) load_weight_chunk(c);
+          at.advance(waves_per_tile);
+        }
+      };
+      // The cluster wait that pairs the arrival at the start comes once the consumers can reach
+      // theirs, not after the last load: they take it when they retire the first tile's last wave,
+      // after issuing the next wave, and compute-sanitizer racecheck lets no wait of the cluster
+      // barrier complete before every thread of the cluster has reached its own. Waiting later, for
+      // slots of tile 1, the producer never got there; waiting before the next wave's load, the
+      // consumers never did (NOTES.md version 51).
+      produce(min(waves_per_tile + 1, num_waves));
+      __syncwarp();
+      cluster_wait();
+      produce(num_waves);
+      return;
+    }
+    // Retires wave s (cursor at), already summed into q: its slot goes back to the producer, and a
+    // finished tile is pushed.
     const auto retire = [&](const Cursor& at, int s) {
-      __syncthreads();  // every warpgroup is done reading slot at.slot
       DSA_TLW(s + 1, 4);
-      if (tid == 0) {  // the TMA issuer: the only thread that needs the refill cursor
-        if (s + kSlots < num_waves) load_wave(ahead);
-        ahead.advance(waves_per_tile);
-      }
       if constexpr (kInboxBufs == 1) {
         // One inbox buffer (it frees shared memory for a deeper ring): tile i - 1 is finished half
-        // way through tile i, half a tile after its sums were pushed, and the arrival lets the
+        // way through tile i, half a tile after its sums were pushed, and the credits let the
         // peers push tile i into the same buffer at its end.
         if (at.wave == waves_per_tile / 2 && at.tile > 0) {
           finish(at.tile - 1);
-          cluster_arrive_relaxed();
+          free_inbox(at.tile - 1);
         }
       }
       if (at.wave == waves_per_tile - 1) end_tile(at.tile);
       DSA_TLW(s + 1, 5);
     };
-    // Iteration s sums wave s - 1 into q, issues wave s, and retires wave s - 1 (barrier, refill,
-    // end of tile) while wave s runs on the tensor cores. One accumulator set, one issue site: the
+    // Iteration s sums wave s - 1 into q, issues wave s, and retires wave s - 1 (its slot back to
+    // the producer, the end of a tile) while wave s runs on the tensor cores. One accumulator set, one issue site: the
     // version with two alternating sets (summing one while the other ran) made ptxas serialise every
     // wgmma (warning C7514) and quadrupled the code, which slowed the first call (NOTES.md).
     Acc acc;
@@ -788,6 +896,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) sm90_logits_he
 #pragma unroll 1
     for (int s = 1; s <= num_waves; ++s) {
       complete(acc);  // wave s - 1 is done in this warp
+      if (lane == 0) mbar_arrive(slot_empty + 8 * prev.slot);  // and its slot is free
       DSA_TLW(s, 0);
       DSA_TL(tid == 0 && s == num_waves, kTlEnd);
       if (prev.wave == 0) begin_tile(prev.tile);
@@ -919,7 +1028,9 @@ std::size_t smem_bytes(const KernelParams& p) {
   const std::size_t red_tile = static_cast<std::size_t>(Cfg::kBlockT) * (Cfg::kBlockH + 8) * sizeof(float);
   return weight_and_ring + (Cfg::kWarpsK > 1 ? Cfg::kWarpsK * red_tile : 0) +
          Cfg::kInboxBufs * static_cast<std::size_t>(Cfg::kBlockT) * Cfg::kBlockH * sizeof(float) /* inbox */ +
-         8 * (Cfg::kInboxBufs + Cfg::kSlots + weight_barriers<Cfg>(nchunks)) /* mbarriers: inbox, ring, weight */;
+         8 * (Cfg::kInboxBufs + Cfg::kSlots + weight_barriers<Cfg>(nchunks) +
+              (Cfg::kPrefill ? Cfg::kSlots + Cfg::kInboxBufs : 0)) /* mbarriers: inbox, ring, weight, credits */ +
+         (Cfg::kPrefill ? 4 * Cfg::kInboxBufs * kClusterSize * (Cfg::kThreads / 32) : 0) /* credit words */;
 }
 
 template <class Cfg>
@@ -933,7 +1044,7 @@ cudaLaunchConfig_t make_config(dim3 grid, std::size_t smem, cudaStream_t stream,
   attrs[1].val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
-  cfg.blockDim = dim3(Cfg::kThreads);
+  cfg.blockDim = dim3(Cfg::kBlockThreads);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cfg.attrs = attrs;
@@ -1011,7 +1122,8 @@ struct Config {
   static constexpr int kInboxBufs = kInboxBufs_;
   static constexpr int kBlockT = kT, kBlockH = kH, kWarpsT = kWT, kWarpsH = kWH, kWarpsK = kWK;
   static constexpr int kSlots = kSlots_;
-  static constexpr int kThreads = 32 * kWT * kWH * kWK;
+  static constexpr int kThreads = 32 * kWT * kWH * kWK;  // the warps that compute
+  static constexpr int kBlockThreads = kThreads + (kPrefill ? 32 : 0);  // + the producer warp of prefill tiles
   static_assert(kT % (16 * kWT) == 0 && kH % (8 * kWH) == 0, "warp tiles are m16 x n8 multiples");
   static std::string label() {
     return "T" + std::to_string(kT) + "H" + std::to_string(kH) + (kStreamW ? "ws" : kPrefill ? "tma" : "") +
