@@ -391,6 +391,16 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
       p.timeline ? p.timeline + (blockIdx.y * gridDim.x + blockIdx.x) * 2 * kTlEvents : nullptr;
 #endif
   DSA_TL(tid == 0, 0);
+  // The tensor maps live in the kernel's parameters: the first TMA load through each would fetch
+  // its 128 bytes into the TMA unit's descriptor cache on the critical path, right after
+  // griddepcontrol.wait. Fetched here instead, while the previous kernel still runs (a parameter
+  // is never the previous kernel's output).
+  if constexpr (Cfg::kPrefill) {
+    if (threadIdx.x == Cfg::kThreads) {
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<std::uint64_t>(&tmap_x)) : "memory");
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<std::uint64_t>(&tmap_w)) : "memory");
+    }
+  }
   const unsigned rank = cluster_ctarank();
   const int worker = blockIdx.x / kClusterSize;
   const int num_workers = gridDim.x / kClusterSize;
