@@ -16,19 +16,11 @@ namespace {
 
 const Sm90TileOps& ops(Sm90Tile tile) {
   switch (tile) {
-    case Sm90Tile::kT16H8: return sm90_tile_ops<Sm90Tile::kT16H8>();
-    case Sm90Tile::kT16H8b: return sm90_tile_ops<Sm90Tile::kT16H8b>();
-    case Sm90Tile::kT16H16: return sm90_tile_ops<Sm90Tile::kT16H16>();
-    case Sm90Tile::kT16H16s1: return sm90_tile_ops<Sm90Tile::kT16H16s1>();
-    case Sm90Tile::kT16H32s1: return sm90_tile_ops<Sm90Tile::kT16H32s1>();
-    case Sm90Tile::kT32H32: return sm90_tile_ops<Sm90Tile::kT32H32>();
-    case Sm90Tile::kT64H16Tma: return sm90_tile_ops<Sm90Tile::kT64H16Tma>();
-    case Sm90Tile::kT64H32Tma: return sm90_tile_ops<Sm90Tile::kT64H32Tma>();
-    case Sm90Tile::kT64H64Tma: return sm90_tile_ops<Sm90Tile::kT64H64Tma>();
-    case Sm90Tile::kT128H32Tma: return sm90_tile_ops<Sm90Tile::kT128H32Tma>();
-    case Sm90Tile::kT128H64Ws: return sm90_tile_ops<Sm90Tile::kT128H64Ws>();
-    case Sm90Tile::kT64H64WsX2: return sm90_tile_ops<Sm90Tile::kT64H64WsX2>();
-    case Sm90Tile::kT64H32WsX2: return sm90_tile_ops<Sm90Tile::kT64H32WsX2>();
+#define DSA_SM90_TILE_CASE(name) \
+  case Sm90Tile::k##name:        \
+    return sm90_tile_ops<Sm90Tile::k##name>();
+    DSA_SM90_TILES(DSA_SM90_TILE_CASE)
+#undef DSA_SM90_TILE_CASE
   }
   DSA_CHECK(false, "unknown sm90 tile " << static_cast<int>(tile));
 }

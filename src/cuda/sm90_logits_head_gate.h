@@ -15,15 +15,19 @@ namespace dsa_indexer::cuda {
 // (one wave per tile only: K <= 8192); kT16H16s1 and kT16H32s1 have a one-slot ring, small enough
 // for three and two CTAs per SM; kT128H64Ws streams the weight through the ring with x instead of
 // keeping it resident, and so do kT64H64WsX2 and kT64H32WsX2, small enough for two CTAs per SM.
-enum class Sm90Tile {
-  kT16H8, kT16H8b, kT16H16, kT16H16s1, kT16H32s1, kT32H32, kT64H16Tma, kT64H32Tma, kT64H64Tma, kT128H32Tma,
-  kT128H64Ws, kT64H64WsX2, kT64H32WsX2
-};
-constexpr Sm90Tile kAllSm90Tiles[] = {Sm90Tile::kT16H8,      Sm90Tile::kT16H8b,    Sm90Tile::kT16H16,
-                                      Sm90Tile::kT16H16s1,   Sm90Tile::kT16H32s1,  Sm90Tile::kT32H32,
-                                      Sm90Tile::kT64H16Tma,  Sm90Tile::kT64H32Tma, Sm90Tile::kT64H64Tma,
-                                      Sm90Tile::kT128H32Tma, Sm90Tile::kT128H64Ws,
-                                      Sm90Tile::kT64H64WsX2, Sm90Tile::kT64H32WsX2};
+// The instantiated tiles, one X(name) each, the Sm90Tile enumerator without its k. The enum, the
+// list of all tiles, the per-tile entry points and their dispatch (sm90_logits_head_gate.cpp) are
+// generated from it, and CMakeLists.txt reads it to compile one translation unit per tile.
+#define DSA_SM90_TILES(X)                                                                                   \
+  X(T16H8) X(T16H8b) X(T16H16) X(T16H16s1) X(T16H32s1) X(T32H32) X(T64H16Tma) X(T64H32Tma) X(T64H64Tma) \
+  X(T128H32Tma) X(T128H64Ws) X(T64H64WsX2) X(T64H32WsX2)
+
+#define DSA_SM90_TILE_ENUMERATOR(name) k##name,
+enum class Sm90Tile { DSA_SM90_TILES(DSA_SM90_TILE_ENUMERATOR) };
+#undef DSA_SM90_TILE_ENUMERATOR
+#define DSA_SM90_TILE_VALUE(name) Sm90Tile::k##name,
+constexpr Sm90Tile kAllSm90Tiles[] = {DSA_SM90_TILES(DSA_SM90_TILE_VALUE)};
+#undef DSA_SM90_TILE_VALUE
 
 // Whether the tile's shared memory (resident weight slice + x ring + reduction buffer) fits.
 bool sm90_tile_fits(Sm90Tile tile, const KernelParams& p, int device);
@@ -49,18 +53,10 @@ struct Sm90TileOps {
 };
 template <Sm90Tile kTile>
 const Sm90TileOps& sm90_tile_ops();
-template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT16H8>();
-template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT16H8b>();
-template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT16H16>();
-template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT16H16s1>();
-template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT16H32s1>();
-template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT32H32>();
-template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT64H16Tma>();
-template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT64H32Tma>();
-template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT64H64Tma>();
-template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT128H32Tma>();
-template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT128H64Ws>();
-template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT64H64WsX2>();
-template <> const Sm90TileOps& sm90_tile_ops<Sm90Tile::kT64H32WsX2>();
+#define DSA_SM90_TILE_OPS_DECL(name) \
+  template <>                         \
+  const Sm90TileOps& sm90_tile_ops<Sm90Tile::k##name>();
+DSA_SM90_TILES(DSA_SM90_TILE_OPS_DECL)
+#undef DSA_SM90_TILE_OPS_DECL
 
 }  // namespace dsa_indexer::cuda
