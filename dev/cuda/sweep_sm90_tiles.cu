@@ -142,6 +142,9 @@ int main(int argc, char** argv) {
         DSA_CUDA_CHECK(cudaMemcpy(dx[b], hx.data(), xbytes, cudaMemcpyHostToDevice));
         DSA_CUDA_CHECK(cudaMemcpy(dq[b], hq.data(), hq.size() * 4, cudaMemcpyHostToDevice));
       }
+      // Pageable copies return before their DMA has landed, and the launches below go to a
+      // non-blocking stream, which does not wait for it.
+      DSA_CUDA_CHECK(cudaDeviceSynchronize());
       const auto params = [&](int b) {
         LogitsHeadGateParams p;
         p.x = dx[b]; p.x_row_stride = K; p.weight = dw_of(b); p.weight_row_stride = K;

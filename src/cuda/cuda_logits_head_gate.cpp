@@ -182,6 +182,15 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     const int three = s1 ? cuda::sm90_tile_max_clusters(Sm90Tile::kT16H16s1, k, dev.device) : 0;
     const bool h32 = k.H > 16 && cuda::sm90_tile_fits(Sm90Tile::kT16H32s1, k, dev.device) &&
                      need32 <= cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1, k, dev.device);
+    // 8-12 clusters of 32 heads: T16H32s1 with its weight slice by TMA, ahead of every other
+    // decode choice there, plain and static (version 56's sweep, weight from HBM: DeepSeek T = 64
+    // 3.16 against 3.29 us for T16H16s1, static 2.73 against 2.82 for T16H32s1, T = 96 3.58 against
+    // 3.61; GLM T = 128 2.95 against 3.11, T = 192 3.14 against 3.56), and behind from 16 clusters
+    // on (DeepSeek T = 128 4.74 against 4.53, GLM T = 256 4.54 against 4.09) or below 8 (DeepSeek
+    // T = 48 3.06 against 2.83 for T16H16).
+    if (h32 && need32 >= 8 && need32 <= 12 && cuda::sm90_tile_fits(Sm90Tile::kT16H32s1TmaW, k, dev.device)) {
+      return Sm90Tile::kT16H32s1TmaW;
+    }
     if (k.static_weight && h32) return Sm90Tile::kT16H32s1;
     if (2 * need16 <= three) return Sm90Tile::kT16H16s1;
     if (h32) return Sm90Tile::kT16H32s1;

@@ -326,11 +326,12 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
   // every TMA load of the ring) after them.
   constexpr int kSlots = Cfg::kSlots, kThreads = Cfg::kThreads, kBlockThreads = Cfg::kBlockThreads;
   constexpr int kConsumerWarps = kThreads / 32;
-  constexpr bool kPrefill = Cfg::kPrefill, kStreamW = Cfg::kStreamW, kBulk = Cfg::kBulk;
+  constexpr bool kPrefill = Cfg::kPrefill, kStreamW = Cfg::kStreamW, kBulk = Cfg::kBulk, kTmaW = Cfg::kTmaW;
   constexpr int kChunksPerWave = kWarpsK;  // chunks of K per ring slot: one per warp set
   static_assert(kPrefill == (kWarpsK == 1), "prefill mode (one chunk per wave) is the wgmma mode");
   static_assert(kPrefill || !kStreamW, "only prefill tiles stream the weight");
   static_assert(!(kPrefill && kBulk), "bulk row copies: decode tiles only");
+  static_assert(!kTmaW || (!kPrefill && !kBulk), "a weight slice by TMA: cp.async decode tiles only");
   // A ring slot: the wave's x chunks, then (weight streamed) the weight chunk they multiply.
   constexpr int kXSlotBytes = kChunksPerWave * kBlockT * kRowBytes;
   constexpr int kSlotBytes = kXSlotBytes + (kStreamW ? kBlockH * kRowBytes : 0);
@@ -400,6 +401,9 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<std::uint64_t>(&tmap_x)) : "memory");
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<std::uint64_t>(&tmap_w)) : "memory");
     }
+  } else if constexpr (Cfg::kTmaW) {
+    if (threadIdx.x == 0)
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<std::uint64_t>(&tmap_w)) : "memory");
   }
   const unsigned rank = cluster_ctarank();
   const int worker = blockIdx.x / kClusterSize;
@@ -432,7 +436,7 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
   // push, a whole main loop later.
   if (tid == 0) {
     for (int b = 0; b < kInboxBufs; ++b) mbar_init(inbox_full + 8 * b, 1);
-    if constexpr (kPrefill || kBulk) {
+    if constexpr (kPrefill || kBulk || kTmaW) {
       for (int c = 0; c < n_wbars; ++c) mbar_init(w_full + 8 * c, 1);
       for (int i = 0; i < kSlots; ++i) mbar_init(slot_full + 8 * i, 1);
     }
@@ -446,7 +450,9 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
       }
     }
   }
-  if constexpr (kPrefill || kBulk) __syncthreads();  // the ring's barriers are waited on before the first cluster wait
+  // The ring's barriers are waited on before the first cluster wait, and a weight slice by TMA
+  // completes on one.
+  if constexpr (kPrefill || kBulk || kTmaW) __syncthreads();
   cluster_arrive_relaxed();
 
   // The weight slice: heads [h0, h0 + kBlockH) x this group's columns, loaded once.
@@ -479,6 +485,18 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
     } else if constexpr (kPrefill) {
       if (tid == 0) {
         for (int chunk = 0; chunk < nchunks; ++chunk) load_weight_chunk(chunk);
+      }
+    } else if constexpr (kTmaW) {
+      // One thread, two 64-column boxes per chunk, on one mbarrier: the split layout is TMA's
+      // 128-byte swizzle; columns past the group and rows past H feed only outputs never stored,
+      // and past the tensor they arrive as zeros. x's cp.async copies then need not queue behind
+      // the slice's ~3600 (NOTES.md version 57).
+      if (tid == 0) {
+        mbar_arrive_expect_tx(w_full, nchunks * kBlockH * kRowBytes);
+        for (int chunk = 0; chunk < nchunks; ++chunk)
+          for (int half = 0; half < 2; ++half)
+            tma_load_2d(smem_addr(w_smem) + chunk * kBlockH * kRowBytes + half * kBlockH * kHalfRowBytes, &tmap_w,
+                        static_cast<int>(k_base) + chunk * kChunk + half * 64, h0, w_full, l2_policy<kEvictLast>());
       }
     } else {
       const std::uint32_t base = smem_addr(w_smem) + w_soff;
@@ -949,9 +967,11 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
         ahead.advance(waves_per_tile);
         cp_async_wait<0>();
         __syncthreads();
+        if (kTmaW && s == 0) mbar_wait_parity(w_full, 0);
       } else {
         cp_async_wait<kSlots - 2>();
         __syncthreads();
+        if (kTmaW && s == 0) mbar_wait_parity(w_full, 0);
         // Refill the slot everyone finished reading in iteration s - 1 before computing, so that
         // kSlots - 1 slots are in flight during the MMAs (the ring is what hides HBM latency).
         if (s + kSlots - 1 < num_waves) load_wave(ahead);
@@ -1109,10 +1129,8 @@ void launch(const KernelParams& p, int device, cudaStream_t stream) {
   cudaLaunchAttribute attrs[2];
   const cudaLaunchConfig_t cfg = make_config<Cfg>(grid, smem, stream, attrs);
   CUtensorMap tmap_x{}, tmap_w{};
-  if constexpr (Cfg::kPrefill) {
-    tmap_x = make_tensor_map(p.x, p.K, p.T, p.ldx, Cfg::kBlockT);
-    tmap_w = make_tensor_map(p.w, p.K, p.H, p.ldw, Cfg::kBlockH);
-  }
+  if constexpr (Cfg::kPrefill) tmap_x = make_tensor_map(p.x, p.K, p.T, p.ldx, Cfg::kBlockT);
+  if constexpr (Cfg::kPrefill || Cfg::kTmaW) tmap_w = make_tensor_map(p.w, p.K, p.H, p.ldw, Cfg::kBlockH);
   DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, sm90_logits_head_gate_kernel<Cfg>, p, tmap_x, tmap_w));
 }
 
@@ -1123,10 +1141,11 @@ void launch(const KernelParams& p, int device, cudaStream_t stream) {
 // kMinBlocks_: CTAs per SM the registers must allow (launch bounds); shared memory must allow as many.
 // kBulk_ (decode only): x and the weight arrive as whole rows of the K group, one 1-D bulk copy per
 // row, stored at bulk_pitch(G); needs every chunk of the group in one wave (fits()).
+// kTmaW_ (cp.async decode tiles only): the weight slice arrives by TMA instead of cp.async.
 template <int kT, int kH, int kWT, int kWH, int kWK, int kSlots_, bool kPrefill_ = false, bool kStreamW_ = false,
-          int kInboxBufs_ = 2, int kMinBlocks_ = 1, bool kBulk_ = false>
+          int kInboxBufs_ = 2, int kMinBlocks_ = 1, bool kBulk_ = false, bool kTmaW_ = false>
 struct Config {
-  static constexpr bool kBulk = kBulk_;
+  static constexpr bool kBulk = kBulk_, kTmaW = kTmaW_;
   static constexpr int kMinBlocks = kMinBlocks_;
   static constexpr bool kPrefill = kPrefill_, kStreamW = kStreamW_;
   static constexpr int kInboxBufs = kInboxBufs_;
@@ -1137,13 +1156,13 @@ struct Config {
   static_assert(kT % (16 * kWT) == 0 && kH % (8 * kWH) == 0, "warp tiles are m16 x n8 multiples");
   static std::string label() {
     return "T" + std::to_string(kT) + "H" + std::to_string(kH) + (kStreamW ? "ws" : kPrefill ? "tma" : "") +
-           (kSlots_ == 1 ? "s1" : "") + (kBulk_ ? "b" : "") +
+           (kSlots_ == 1 ? "s1" : "") + (kBulk_ ? "b" : "") + (kTmaW_ ? "tw" : "") +
            (kPrefill && kMinBlocks_ > 1 ? "x" + std::to_string(kMinBlocks_) : std::string());
   }
   static std::string name() {
     return "sm90_cluster8<T" + std::to_string(kT) + ",H" + std::to_string(kH) + ",warps" +
            std::to_string(kWT) + "x" + std::to_string(kWH) + "x" + std::to_string(kWK) + ",slots" +
-           std::to_string(kSlots_) + (kPrefill ? ",tma,wgmma" : kBulk_ ? ",bulk rows,mma.sync" : ",cp.async,mma.sync") +
+           std::to_string(kSlots_) + (kPrefill ? ",tma,wgmma" : kBulk_ ? ",bulk rows,mma.sync" : kTmaW_ ? ",weight by tma,cp.async,mma.sync" : ",cp.async,mma.sync") +
            (kStreamW ? ",weight streamed" : "") + (kInboxBufs_ == 1 ? ",one inbox" : "") +
            (kMinBlocks_ > 1 ? "," + std::to_string(kMinBlocks_) + " per SM" : "") + ">";
   }
@@ -1163,6 +1182,8 @@ struct Config {
 // nothing would be loading while a wave computes.
 // T16H32s1: 32 heads per CTA with one slot (112 KB at K = 7168, 91 registers: two CTAs per SM):
 // half the clusters of the 16-head tiles, each pulling half as many copies of x (version 34).
+// T16H32s1TmaW: T16H32s1 taking its weight slice by TMA, so that x's copies are issued at once
+// (version 57): ahead where 8-12 clusters run, behind with more.
 // T64H64WsX2, T64H32WsX2: 64-token prefill tiles whose ring carries the weight chunk beside the x
 // chunk (no weight slice to load before the first wave) with one inbox buffer, 113 and 105 KB, so
 // two CTAs fit per SM: for grids small enough that the next kernel's fits beside them (version 42).
@@ -1171,6 +1192,7 @@ using ConfigT16H8b = Config<16, 8, 1, 1, 8, 2, false, false, 2, 1, true>;
 using ConfigT16H16 = Config<16, 16, 1, 1, 8, 2>;
 using ConfigT16H16s1 = Config<16, 16, 1, 1, 8, 1, false, false, 2, 3>;
 using ConfigT16H32s1 = Config<16, 32, 1, 1, 8, 1, false, false, 2, 2>;
+using ConfigT16H32s1TmaW = Config<16, 32, 1, 1, 8, 1, false, false, 2, 2, false, true>;
 using ConfigT32H32 = Config<32, 32, 2, 1, 4, 2>;
 using ConfigT64H16Tma = Config<64, 16, 4, 1, 1, 4, true>;
 using ConfigT64H32Tma = Config<64, 32, 4, 1, 1, 4, true>;

@@ -235,8 +235,8 @@ TEST_P(BackendTest, DeterministicAcrossCalls) {
 
 // static_weight changes when the sm_90a kernels read the weight (before the previous kernel has
 // finished), never the result: bitwise the default call's output at every tile the flag makes the
-// dispatch choose (decode T16H16 from T = 1, T16H32s1 first, T64H64Tma instead of the streamed
-// T64H64WsX2), and at shapes no fast tile takes. The CPU backend ignores the flag.
+// dispatch choose (decode T16H16 from T = 1, T16H32s1 first or its TMA-weight twin at 8-12
+// clusters, T64H64Tma instead of the streamed T64H64WsX2), and at shapes no fast tile takes. The CPU backend ignores the flag.
 TEST_P(BackendTest, StaticWeightGivesTheSameBits) {
   for (const Shape s : {Shape{1, 64, 7168}, Shape{16, 64, 7168}, Shape{48, 64, 7168}, Shape{64, 64, 7168},
                         Shape{128, 32, 6144}, Shape{200, 64, 7168}, Shape{256, 64, 7168}, Shape{384, 64, 7168},
@@ -490,9 +490,10 @@ TEST_P(CudaTest, FastPathBitwiseEqualsPortable) {
   // with a partial head tile and 2 or 1 waves per token tile (its mid-tile finish then falls on the
   // first or the only wave).
   // T = 1 at K = 7168 and T = 5 at K = 2560 (short last chunk): the bulk-copy decode tile; T = 12: its
-  // cp.async twin. T = 64 at H = 64 and T = 256 at H = 16: the one-slot 16 x 16 decode tile (16
-  // clusters); T = 200 at H = 64, T = 250 at H = 32, T = 50 at H = 128: the one-slot 32-head tile
-  // (26, 16 and 16 clusters). The mid-T tiles that stream the weight, two CTAs per SM: 64 heads at
+  // cp.async twin. T = 256 at H = 16: the one-slot 16 x 16 decode tile (16 clusters); T = 200 at
+  // H = 64, T = 250 at H = 32, T = 50 at H = 128: the one-slot 32-head tile (26, 16 and 16
+  // clusters); T = 64 at H = 64 and T = 90 at H = 40, K = 2560 (a partial head tile, a short last
+  // chunk): its twin with the weight slice by TMA (8 and 12 clusters). The mid-T tiles that stream the weight, two CTAs per SM: 64 heads at
   // T = 700, H = 64 (11 clusters, a 60-row last tile) and at T = 400, H = 96, K = 2048 (a partial
   // head tile, two waves per tile); 32 heads at T = 300, H = 80 (a half head tile) and T = 500,
   // GLM's shape (a 52-row last tile).
@@ -501,7 +502,7 @@ TEST_P(CudaTest, FastPathBitwiseEqualsPortable) {
                         Shape{400, 96, 2048}, Shape{300, 80, 7168}, Shape{500, 32, 6144},
                         Shape{5000, 64, 7168}, Shape{10241, 64, 7168}, Shape{100, 32, 6144}, Shape{250, 32, 6144},
                         Shape{3000, 32, 6144}, Shape{50, 128, 1024}, Shape{20, 64, 2560}, Shape{700, 64, 2560},
-                        Shape{300, 32, 1536}, Shape{10300, 96, 2048}, Shape{10300, 64, 1024}}) {
+                        Shape{300, 32, 1536}, Shape{10300, 96, 2048}, Shape{10300, 64, 1024}, Shape{90, 40, 2560}}) {
     Problem P(s.T, s.H, s.K, seed_for(s.T, s.H, s.K, 72));
     Runner fast(Backend::kCudaAuto, P);
     fast.call();
@@ -537,7 +538,7 @@ TEST_P(CudaTest, WeightWrittenByPreviousKernelIsSeen) {
     std::vector<std::uint16_t> stale(P.w);
     for (std::uint16_t& v : stale) v ^= 0x8000;  // the weight negated: every output changes sign
     for (const bool static_weight : {false, true}) {
-      DSA_TEST_CUDA(cudaMemcpy(run.device_weight(), stale.data(), stale.size() * 2, cudaMemcpyHostToDevice));
+      upload(run.device_weight(), stale.data(), stale.size() * 2);
       run.poison_out();
       DSA_TEST_CUDA(launch_late_writer(run.device_weight(), static_cast<const std::uint16_t*>(fresh.ptr),
                                        P.w.size(), 50000, run.stream()));

@@ -255,12 +255,23 @@ inline void expect_only_view_written(const Problem& P, const std::vector<float>&
     if (e_ != cudaSuccess) throw std::runtime_error(std::string(#call) + ": " + cudaGetErrorString(e_)); \
   } while (0)
 
+// Host to device, landed when it returns. cudaMemcpy from pageable memory returns once the bytes
+// are staged for the DMA, not once they have landed, and the tests launch on non-blocking streams,
+// which do not wait for the legacy stream's copies: a kernel could read the old bytes, or a late
+// poison overwrite its output. Four test processes at once made it happen (whole outputs NaN: 35
+// failed test runs in 240 iterations of two tests, src/cuda/NOTES.md version 57); the wait rules
+// it out.
+inline void upload(void* device, const void* host, std::size_t n) {
+  DSA_TEST_CUDA(cudaMemcpy(device, host, n, cudaMemcpyHostToDevice));
+  DSA_TEST_CUDA(cudaDeviceSynchronize());
+}
+
 struct DeviceBuffer {
   void* ptr = nullptr;
   std::size_t bytes = 0;
   DeviceBuffer(const void* host, std::size_t n) : bytes(n) {
     DSA_TEST_CUDA(cudaMalloc(&ptr, n));
-    DSA_TEST_CUDA(cudaMemcpy(ptr, host, n, cudaMemcpyHostToDevice));
+    upload(ptr, host, n);
   }
   ~DeviceBuffer() { cudaFree(ptr); }
   DeviceBuffer(const DeviceBuffer&) = delete;
@@ -334,8 +345,8 @@ class Runner {
   void upload_inputs() {
 #ifdef DSA_INDEXER_WITH_CUDA
     if (is_cuda(b_)) {
-      DSA_TEST_CUDA(cudaMemcpy(dx_->ptr, P_.x.data(), P_.x.size() * 2, cudaMemcpyHostToDevice));
-      DSA_TEST_CUDA(cudaMemcpy(dq_->ptr, P_.q.data(), P_.q.size() * 4, cudaMemcpyHostToDevice));
+      upload(dx_->ptr, P_.x.data(), P_.x.size() * 2);
+      upload(dq_->ptr, P_.q.data(), P_.q.size() * 4);
     }
 #endif
   }
@@ -350,7 +361,7 @@ class Runner {
     P_.poison_out();
 #ifdef DSA_INDEXER_WITH_CUDA
     if (is_cuda(b_))
-      DSA_TEST_CUDA(cudaMemcpy(do_->ptr, P_.out.data(), P_.out.size() * 4, cudaMemcpyHostToDevice));
+      upload(do_->ptr, P_.out.data(), P_.out.size() * 4);
 #endif
   }
 
