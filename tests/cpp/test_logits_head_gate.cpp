@@ -236,7 +236,8 @@ TEST_P(BackendTest, DeterministicAcrossCalls) {
 // static_weight changes when the sm_90a kernels read the weight (before the previous kernel has
 // finished), never the result: bitwise the default call's output at every tile the flag makes the
 // dispatch choose (decode T16H16 from T = 1, T16H32s1 first or its TMA-weight twin at 8-12
-// clusters, T64H64Tma instead of the streamed T64H64WsX2), and at shapes no fast tile takes. The CPU backend ignores the flag.
+// clusters, T64H64Tma instead of the streamed T64H64WsX2), and at shapes no fast tile takes. The
+// CPU backend ignores the flag.
 TEST_P(BackendTest, StaticWeightGivesTheSameBits) {
   for (const Shape s : {Shape{1, 64, 7168}, Shape{16, 64, 7168}, Shape{48, 64, 7168}, Shape{64, 64, 7168},
                         Shape{128, 32, 6144}, Shape{200, 64, 7168}, Shape{256, 64, 7168}, Shape{384, 64, 7168},
@@ -493,10 +494,10 @@ TEST_P(CudaTest, FastPathBitwiseEqualsPortable) {
   // cp.async twin. T = 256 at H = 16: the one-slot 16 x 16 decode tile (16 clusters); T = 200 at
   // H = 64, T = 250 at H = 32, T = 50 at H = 128: the one-slot 32-head tile (26, 16 and 16
   // clusters); T = 64 at H = 64 and T = 90 at H = 40, K = 2560 (a partial head tile, a short last
-  // chunk): its twin with the weight slice by TMA (8 and 12 clusters). The mid-T tiles that stream the weight, two CTAs per SM: 64 heads at
-  // T = 700, H = 64 (11 clusters, a 60-row last tile) and at T = 400, H = 96, K = 2048 (a partial
-  // head tile, two waves per tile); 32 heads at T = 300, H = 80 (a half head tile) and T = 500,
-  // GLM's shape (a 52-row last tile).
+  // chunk): its twin with the weight slice by TMA (8 and 12 clusters). The mid-T tiles that stream
+  // the weight, two CTAs per SM: 64 heads at T = 700, H = 64 (11 clusters, a 60-row last tile) and
+  // at T = 400, H = 96, K = 2048 (a partial head tile, two waves per tile); 32 heads at T = 300,
+  // H = 80 (a half head tile) and T = 500, GLM's shape (a 52-row last tile).
   for (const Shape s : {Shape{1, 64, 7168}, Shape{5, 64, 2560}, Shape{12, 64, 7168}, Shape{33, 64, 7168},
                         Shape{64, 64, 7168}, Shape{200, 64, 7168}, Shape{256, 16, 2048}, Shape{700, 64, 7168},
                         Shape{400, 96, 2048}, Shape{300, 80, 7168}, Shape{500, 32, 6144},
