@@ -253,7 +253,8 @@ int main() {
   for (int smem_kb : {52, 74, 106, 150}) {
     for (int c : {8, 16, 32}) {
       for (int cluster : {8, 1}) {
-        DSA_CUDA_CHECK(cudaMemset(where, 0xff, 8 * 64 * sizeof(unsigned)));
+        // On s: a cudaMemset goes to the legacy stream, which the non-blocking s does not wait for.
+        DSA_CUDA_CHECK(cudaMemsetAsync(where, 0xff, 8 * 64 * sizeof(unsigned), s));
         launch({c, cluster, 16, smem_kb, false}, buf, kBufRows, where, out, s);
         DSA_CUDA_CHECK(cudaStreamSynchronize(s));
         std::vector<unsigned> w(8 * c);
