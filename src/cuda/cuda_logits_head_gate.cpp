@@ -98,9 +98,11 @@ struct Choice {
 // next kernel released after griddepcontrol.wait, and sweeps 20-21 for T128H64ws; decode checked
 // in the benchmark):
 // - decode (T <= 256): 16-token tiles, every chunk of a group run side by side (mma.sync); 8 heads
-//   per CTA at the smallest T (T <= 16 at H = 64, T <= 32 at H = 32; rows brought by 1-D bulk
-//   copies at T <= 8, by cp.async beyond), then 16 or 32 by cluster counts (decode below), so that
-//   4-30 clusters pull the weight in parallel.
+//   per CTA at the smallest T (T <= 16 at H = 64, T <= 32 at H = 32), then 16 or 32 by cluster
+//   counts (decode below), so that 4-30 clusters pull the weight in parallel. x comes by cp.async,
+//   the weight slice by one TMA instruction (a 3-D box of the whole K group, version 58) unless a
+//   static weight is copied before the previous kernel ends; from 16 clusters of 32 heads on, the
+//   mid-T tiles take over (version 58).
 //   The benchmark, where the weight comes from HBM, penalises more heads per CTA more than the
 //   sweep, where it stays in L2 (NOTES.md version 25): 16 heads are taken only where the sweep has
 //   them ahead by far more than that (DeepSeek T = 32: 2.46 against 3.06 us).
@@ -120,8 +122,9 @@ struct Choice {
 //   (`mid` below).
 // Tried and lost (numbers in NOTES.md): mma.sync prefill tiles, cp.async feeding wgmma, two chunks
 // per ring slot, two warpgroups splitting the heads of a 64 x 64 tile, L2 prefetch of x ahead of
-// the ring, 32- and 64-token decode tiles with one wave per tile, a 32-token decode tile writing its
-// chunk partials over its x slot.
+// the ring, 32- and 64-token decode tiles with one wave per tile (again in version 58: T32H32s1),
+// a 32-token decode tile writing its chunk partials over its x slot, one-slot 16-head tiles with a
+// TMA weight, prefill waves in one 3-D box (version 58).
 Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   Choice c;
   if (path == CudaPath::kPortable) return c.reason = "portable path requested", c;
@@ -134,72 +137,105 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   // TMA coordinates are 32-bit; beyond that the portable kernel takes over.
   if (k.T >= (std::int64_t{1} << 31)) return c.reason = "T >= 2^31", c;
   // Mid T: the 64-token tiles that stream the weight chunk with each wave instead of loading a
-  // weight slice first (48-112 KB before the first wave), two CTAs per SM: taken while the grid
-  // is small enough that the next kernel's, as large, is resident beside it (H200: 30 clusters of
-  // either resident, so up to 15 tiles). 32 heads first (more clusters pull in parallel, each
-  // copies half the weight), not at H <= 16, where half its heads would be padding; then 64.
-  // Benchmark, weight from HBM (NOTES.md version 42): DeepSeek T = 256 6.33 against 6.96 us
-  // (T64H32Tma), T = 512 6.87 against 7.83 (T64H64Tma); GLM T = 512 4.91 against 5.80; where both
-  // grids no longer fit they lost (T64H64WsX2 at DeepSeek T = 1024: 12.17 against 10.63).
+  // weight slice first (48-112 KB before the first wave), two CTAs per SM, and T64H64Tma: taken
+  // while the grid is small enough that the next kernel's, as large, is resident beside it
+  // (programmatic dependent launch then overlaps the two; H200: 30 clusters of either x2 tile
+  // resident, 15 of T64H64Tma). 32 heads first (more clusters pull in parallel, each copies half
+  // the weight), not at H <= 16, where half its heads would be padding. Benchmark, weight from HBM
+  // (NOTES.md version 42): DeepSeek T = 256 6.33 against 6.96 us (T64H32Tma), T = 512 6.87 against
+  // 7.83 (T64H64Tma, whose grid no longer fits twice there); GLM T = 512 4.91 against 5.80; where
+  // both grids no longer fit they lost (T64H64WsX2 at DeepSeek T = 1024: 12.17 against 10.63).
+  // At H > 32, T64H32WsX2 only up to 8 clusters: beyond, T64H64Tma with half the clusters leads
+  // while its grid fits twice (version 58's sweep, weight from HBM: DeepSeek T = 288 / 320 / 384 /
+  // 448 5.00 / 5.05 / 5.18 / 5.49 us against 5.04 / 5.20 / 5.49 / 5.78 for T64H32WsX2 and 5.16 /
+  // 5.25 / 5.46 / 5.72 for T64H64WsX2; T = 512: T64H64WsX2 6.01 against 7.13).
+  // A static weight is already in shared memory when a resident-weight tile starts, which the
+  // streamed tiles cannot match beyond 8 clusters of 32 heads (version 45, weight from HBM:
+  // DeepSeek T = 384 T64H64Tma 5.62 against 6.33 for T64H64WsX2, T = 512 6.53 against 6.82; GLM
+  // T = 768 T64H32Tma 5.91 against 6.04; at 8 clusters T64H32WsX2 still leads: DeepSeek T = 256
+  // 5.31 against 5.48, GLM T = 512 5.15 against 5.37).
   const auto mid = [&](Sm90Tile otherwise) {
     const std::int64_t tiles_t = (k.T + 63) / 64;
-    // A static weight is already in shared memory when a resident-weight tile starts, which the
-    // streamed tiles cannot match beyond 8 clusters of 32 heads (version 45, weight from HBM:
-    // DeepSeek T = 320 T64H64Tma 5.52 against 5.75 us for T64H32WsX2, T = 384 5.62 against 6.33
-    // for T64H64WsX2, T = 512 6.53 against 6.82; GLM T = 768 T64H32Tma 5.91 against 6.04; at 8
-    // clusters T64H32WsX2 still leads: DeepSeek T = 256 5.31 against 5.48, GLM T = 512 5.15
-    // against 5.37).
-    const auto small_grid = [&](Sm90Tile tile, int heads) {
-      const std::int64_t clusters = ((k.H + heads - 1) / heads) * tiles_t;
-      return cuda::sm90_tile_fits(tile, k, dev.device) && (!k.static_weight || clusters <= 8) &&
+    const std::int64_t clusters32 = ((k.H + 31) / 32) * tiles_t, clusters64 = ((k.H + 63) / 64) * tiles_t;
+    const auto fits_twice = [&](Sm90Tile tile, std::int64_t clusters) {
+      return cuda::sm90_tile_fits(tile, k, dev.device) &&
              2 * clusters <= cuda::sm90_tile_max_clusters(tile, k, dev.device);
     };
-    if (k.H > 16 && small_grid(Sm90Tile::kT64H32WsX2, 32)) return Sm90Tile::kT64H32WsX2;
-    if (k.H > 32 && !k.static_weight && small_grid(Sm90Tile::kT64H64WsX2, 64)) return Sm90Tile::kT64H64WsX2;
+    const bool few32 = clusters32 <= 8 || (k.H <= 32 && !k.static_weight);
+    if (k.H > 16 && few32 && fits_twice(Sm90Tile::kT64H32WsX2, clusters32)) return Sm90Tile::kT64H32WsX2;
+    if (k.H > 32 && fits_twice(Sm90Tile::kT64H64Tma, clusters64)) return Sm90Tile::kT64H64Tma;
+    if (k.H > 32 && !k.static_weight && fits_twice(Sm90Tile::kT64H64WsX2, clusters64)) return Sm90Tile::kT64H64WsX2;
     return otherwise;
   };
   // Decode tiles with 16 or 32 heads, from the clusters the grid needs (one tile each: need16,
   // need32) against the clusters each tile keeps resident (occupancy query; H200: T16H16 30,
   // T16H16s1 45, T16H32s1 30). Best is a grid small enough that the next kernel's, as large, is
-  // resident beside it (programmatic dependent launch then overlaps the two): T16H16, else
-  // T16H16s1 (one slot, three CTAs per SM). Failing that, T16H32s1 (one slot, 32 heads) wherever
-  // its grid runs in one round: half the clusters, each token's x pulled by half as many CTAs
-  // (benchmark, weight from HBM, NOTES.md version 37: DeepSeek T = 96 3.48 against 3.90 us for
-  // T16H16, T = 160 4.69 against 5.26 for T64H32tma; GLM T = 192 3.45 against 3.69; equal at
-  // DeepSeek T = 128, 0.08 behind T16H16s1 at GLM T = 256); not at H <= 16, where half its heads
-  // would be padding. Then whichever 16-head tile runs in one round.
-  // `otherwise` (a callable, asked only when no decode tile applies) gives the tile beyond them.
+  // resident beside it: T16H16, else T16H32s1 with its weight slice by TMA from 8 such clusters of
+  // 32 heads on, else T16H16s1 (one slot, three CTAs per SM). Beyond that, without a static
+  // weight, the mid tiles' small grids (mid() above), then T16H32s1 (one slot, 32 heads) wherever
+  // its grid runs in one round: half the clusters of the 16-head tiles, each token's x pulled by
+  // half as many CTAs (benchmark, weight from HBM, NOTES.md version 37: DeepSeek T = 96 3.48
+  // against 3.90 us for T16H16, T = 160 4.69 against 5.26 for T64H32tma; GLM T = 192 3.45 against
+  // 3.69); not at H <= 16, where half its heads would be padding. Then whichever 16-head tile runs
+  // in one round. `otherwise` (a callable, asked only when no decode tile applies) gives the tile
+  // beyond them.
   // With a static weight, copied before the previous kernel ends, pulling more weight per CTA
-  // costs little, and T16H32s1 goes before T16H16s1 (version 45, weight from HBM: DeepSeek T = 64
-  // 2.81 against 3.08 us, GLM T = 128 2.76 against 2.93).
+  // costs little, and T16H32s1 goes before T16H16s1 and the mid tiles (version 45, weight from
+  // HBM: DeepSeek T = 64 2.81 against 3.08 us, GLM T = 128 2.76 against 2.93; version 58's sweep:
+  // DeepSeek T = 128 3.71 against 4.09 for T64H32WsX2, GLM T = 256 3.54 against 3.72).
   const auto decode = [&](auto otherwise) {
     if (!cuda::sm90_tile_fits(Sm90Tile::kT16H16, k, dev.device)) return otherwise();
     const std::int64_t tiles_t = (k.T + 15) / 16;
     const std::int64_t need16 = ((k.H + 15) / 16) * tiles_t, need32 = ((k.H + 31) / 32) * tiles_t;
     const int two = cuda::sm90_tile_max_clusters(Sm90Tile::kT16H16, k, dev.device);
-    if (2 * need16 <= two) return Sm90Tile::kT16H16;
+    // T16H16 with its weight slice by TMA (one box), unless the weight is static and copied before
+    // the wait anyway (version 58's sweep, weight from HBM: DeepSeek T = 24 / 32 2.49 / 2.58 us
+    // against 2.62 / 2.65, GLM T = 48 / 64 2.33 / 2.44 against 2.50 / 2.54; static even or behind,
+    // DeepSeek T = 1 1.98 against 1.93).
+    const bool tw16 = !k.static_weight && cuda::sm90_tile_fits(Sm90Tile::kT16H16TmaW, k, dev.device);
+    if (2 * need16 <= two) return tw16 ? Sm90Tile::kT16H16TmaW : Sm90Tile::kT16H16;
     const bool s1 = cuda::sm90_tile_fits(Sm90Tile::kT16H16s1, k, dev.device);
     const int three = s1 ? cuda::sm90_tile_max_clusters(Sm90Tile::kT16H16s1, k, dev.device) : 0;
-    const bool h32 = k.H > 16 && cuda::sm90_tile_fits(Sm90Tile::kT16H32s1, k, dev.device) &&
-                     need32 <= cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1, k, dev.device);
-    // 8-12 clusters of 32 heads: T16H32s1 with its weight slice by TMA, ahead of every other
-    // decode choice there, plain and static (version 56's sweep, weight from HBM: DeepSeek T = 64
-    // 3.16 against 3.29 us for T16H16s1, static 2.73 against 2.82 for T16H32s1, T = 96 3.58 against
-    // 3.61; GLM T = 128 2.95 against 3.11, T = 192 3.14 against 3.56), and behind from 16 clusters
-    // on (DeepSeek T = 128 4.74 against 4.53, GLM T = 256 4.54 against 4.09) or below 8 (DeepSeek
-    // T = 48 3.06 against 2.83 for T16H16).
-    if (h32 && need32 >= 8 && need32 <= 12 && cuda::sm90_tile_fits(Sm90Tile::kT16H32s1TmaW, k, dev.device)) {
+    const int max32 = cuda::sm90_tile_fits(Sm90Tile::kT16H32s1, k, dev.device)
+                          ? cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1, k, dev.device)
+                          : 0;
+    const bool h32 = k.H > 16 && need32 <= max32;
+    // From 8 clusters of 32 heads while both grids fit: T16H32s1 with its weight slice by TMA (one
+    // box), ahead of every other decode choice there (version 58's sweep, weight from HBM: DeepSeek
+    // T = 64 2.96 against 3.30 us for T16H32s1, T = 112 3.49 against 3.68; GLM T = 128 2.79 against
+    // 3.19, T = 224 3.10 against 3.68). Below 8 the 16-head tiles, whose grid then fits twice, go
+    // first (DeepSeek T = 48: T16H16TmaW 2.83 us, as T16H32s1TmaW); from 16 clusters on, without a
+    // static weight, T64H32WsX2 (below).
+    const bool tw32 = h32 && cuda::sm90_tile_fits(Sm90Tile::kT16H32s1TmaW, k, dev.device);
+    if (tw32 && need32 >= 8 && 2 * need32 <= cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1TmaW, k, dev.device)) {
       return Sm90Tile::kT16H32s1TmaW;
     }
-    if (k.static_weight && h32) return Sm90Tile::kT16H32s1;
+    // A static weight: the TMA-weight twin up to 16 clusters (DeepSeek T = 128 3.58 against 3.73
+    // us, GLM T = 256 3.41 against 3.55), T16H32s1 to 24, then the mid tiles' small grid (DeepSeek
+    // T = 224 / 240: T64H32WsX2 4.56 / 4.64 against 4.79 / 5.52).
+    if (k.static_weight && h32) {
+      if (tw32 && need32 <= 16) return Sm90Tile::kT16H32s1TmaW;
+      return 5 * need32 <= 4 * max32 ? Sm90Tile::kT16H32s1 : mid(Sm90Tile::kT16H32s1);
+    }
     if (2 * need16 <= three) return Sm90Tile::kT16H16s1;
+    // T16H32s1's grid too large to fit twice: a mid tile's small grid first (version 58's sweep,
+    // weight from HBM: T64H32WsX2 at DeepSeek T = 128 / 160 / 192 / 224 4.08 / 4.36 / 4.50 / 4.60
+    // us against 4.51 / 4.80 / 5.10 / 5.44 for T16H32s1; GLM T = 256 3.72 against 4.06). Version
+    // 42 had it the other way (DeepSeek T = 128 5.10 against 4.59): the x2 tiles then paid ~1.3 us
+    // for a cold weight, 0.0-0.3 us at T <= 256 in version 58's sweeps (versions 46-51 reworked
+    // their start and loads; which change took it away was not isolated).
+    if (h32 && 2 * need32 > max32) return mid(Sm90Tile::kT16H32s1);
     if (h32) return Sm90Tile::kT16H32s1;
     if (need16 <= two) return Sm90Tile::kT16H16;
     return need16 <= three ? Sm90Tile::kT16H16s1 : otherwise();
   };
-  // T <= 8: the bulk-copy T16H8b (sweep 36: DeepSeek T = 1 2.01 against 2.20 us, T = 8 2.18
-  // against 2.28, at T = 16 behind, 2.39 against 2.33; benchmark: T = 1 2.04 against 2.13, GLM
-  // 1.89 against 2.05); T16H8 where it does not apply (K > 8192), as the fallbacks below provide.
+  // The smallest T (H = 64: T <= 16, H <= 32: T <= 32): 8 heads per CTA, the weight slice by TMA in
+  // one box (version 58's sweep, weight from HBM: DeepSeek T = 1 / 8 / 16 2.02 / 2.14 / 2.31 us
+  // against 2.08 / 2.27 for T16H8b and 2.49 for T16H8; GLM T = 1 / 32 1.91 / 2.16 against 1.93 for
+  // T16H8b and 2.23 for T16H8). Where its box does not apply (G % 64 != 0): the bulk-copy T16H8b at
+  // T <= 8 (sweep 36: DeepSeek T = 1 2.01 against 2.20 us for T16H8, T = 8 2.18 against 2.28, at
+  // T = 16 behind, 2.39 against 2.33), T16H8 beyond and where neither applies (K > 8192), as the
+  // fallbacks below provide.
   // A static weight at H > 16 takes the decode rule from T = 1 on (version 45, sweep with the
   // weight from HBM: DeepSeek T = 16 T16H16 2.14 against 2.25 us for T16H8, T = 1 even with
   // T16H8b, 1.93 against 1.90), and at H <= 32 up to T = 512 (GLM T = 384: T16H32s1 4.27 against
@@ -228,15 +264,17 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     if (k.T <= 2048) return rounds(t128, 128) == 1 && rounds(t64, 64) == 2;
     return 3.1 + 6.8 * rounds(t128, 128) < (k.static_weight ? 2.9 : 3.8) + 3.7 * rounds(t64, 64);
   };
-  Sm90Tile order[6];
+  Sm90Tile order[8];
   int n = 0;
   if (k.static_weight && k.H > 16 && (k.T <= 256 || (k.H <= 32 && k.T <= 512))) {
     const bool wide = k.H <= 32 ? k.T > 256 : k.T > 128;
     order[n++] = decode([&] { return mid(wide ? Sm90Tile::kT64H32Tma : Sm90Tile::kT64H16Tma); });
   } else if (k.T <= 8) {
+    order[n++] = Sm90Tile::kT16H8TmaW;
     order[n++] = Sm90Tile::kT16H8b;
   } else if (k.H <= 32) {
     if (k.T <= 32) {
+      order[n++] = Sm90Tile::kT16H8TmaW;
       order[n++] = Sm90Tile::kT16H8;
     } else if (k.T <= 256) {
       order[n++] = decode([&] { return mid(Sm90Tile::kT64H16Tma); });
@@ -249,6 +287,7 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     }
   } else {
     if (k.T <= 16) {
+      order[n++] = Sm90Tile::kT16H8TmaW;
       order[n++] = Sm90Tile::kT16H8;
     } else if (k.T <= 256) {
       order[n++] = decode([&] { return mid(k.T <= 128 ? Sm90Tile::kT64H16Tma : Sm90Tile::kT64H32Tma); });

@@ -37,6 +37,12 @@ namespace dsa_indexer::cuda {
 // A 2-D tensor map over a bf16 [rows, K] matrix with row stride ld, boxes of 64 columns (128 bytes,
 // the swizzle span) x box_rows rows, 128-byte swizzle: the split layout of mma_sm80.cuh.
 CUtensorMap make_tensor_map(const std::uint16_t* base, int K, std::int64_t rows, std::int64_t ld, int box_rows);
+// The same matrix seen as 3-D (K % 64 == 0): 64 columns x rows x K / 64 blocks of 64 columns. One
+// box is box_rows rows of box_blocks consecutive blocks and lands block after block, which is the
+// split layout again: a whole K group's slice in one instruction, where the 2-D map takes one per
+// 64 columns (~90 cycles of the issuing thread each, NOTES.md version 58).
+CUtensorMap make_block_tensor_map(const std::uint16_t* base, int K, std::int64_t rows, std::int64_t ld, int box_rows,
+                                  int box_blocks);
 // cudaDevAttrMaxSharedMemoryPerBlockOptin of the device, cached.
 int device_max_smem(int device);
 
@@ -174,12 +180,20 @@ __device__ __forceinline__ void chunk_mma_pitched(float (&acc)[kMT][kNT][4], std
 }
 
 // Bulk tensor copy (TMA) of one box into this CTA's shared memory, completing on an mbarrier, with
-// an L2 eviction policy (l2_policy).
+// an L2 eviction policy (l2_policy): at column `col`, row `row` of a make_tensor_map map, or at row
+// `row`, block `block` of a make_block_tensor_map map.
 __device__ __forceinline__ void tma_load_2d(std::uint32_t dst, const CUtensorMap* map, int col, int row,
                                             std::uint32_t bar, std::uint64_t policy) {
   asm volatile(
       "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
       "l"(reinterpret_cast<std::uint64_t>(map)), "r"(col), "r"(row), "r"(bar), "l"(policy)
+      : "memory");
+}
+__device__ __forceinline__ void tma_load_blocks(std::uint32_t dst, const CUtensorMap* map, int row, int block,
+                                                std::uint32_t bar, std::uint64_t policy) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, {%2, %3, %4}], [%5], %6;\n" ::"r"(dst),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(0), "r"(row), "r"(block), "r"(bar), "l"(policy)
       : "memory");
 }
 // x is read once: its lines go first, so that the weight, read by every cluster, stays in L2
@@ -487,16 +501,15 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
         for (int chunk = 0; chunk < nchunks; ++chunk) load_weight_chunk(chunk);
       }
     } else if constexpr (kTmaW) {
-      // One thread, two 64-column boxes per chunk, on one mbarrier: the split layout is TMA's
-      // 128-byte swizzle; columns past the group and rows past H feed only outputs never stored,
-      // and past the tensor they arrive as zeros. x's cp.async copies then need not queue behind
-      // the slice's ~3600 (NOTES.md version 57).
+      // One instruction of thread 0: the whole slice is one box of the group's G / 64 blocks
+      // (fits(): G % 64 == 0), landing in the split layout; rows past H arrive as zeros and feed
+      // only outputs never stored. Where G % 128 == 64 the box stops half a chunk short of the
+      // slice's room, and that half feeds no MMA step (chunk_steps()). x's cp.async copies then
+      // need not queue behind the slice's ~3600 (version 57), nor thread 0's behind 14 boxes of one
+      // 2-D block each (~90 cycles apiece, version 58).
       if (tid == 0) {
-        mbar_arrive_expect_tx(w_full, nchunks * kBlockH * kRowBytes);
-        for (int chunk = 0; chunk < nchunks; ++chunk)
-          for (int half = 0; half < 2; ++half)
-            tma_load_2d(smem_addr(w_smem) + chunk * kBlockH * kRowBytes + half * kBlockH * kHalfRowBytes, &tmap_w,
-                        static_cast<int>(k_base) + chunk * kChunk + half * 64, h0, w_full, l2_policy<kEvictLast>());
+        mbar_arrive_expect_tx(w_full, (p.G / 64) * kBlockH * kHalfRowBytes);
+        tma_load_blocks(smem_addr(w_smem), &tmap_w, h0, static_cast<int>(k_base / 64), w_full, l2_policy<kEvictLast>());
       }
     } else {
       const std::uint32_t base = smem_addr(w_smem) + w_soff;
@@ -588,6 +601,8 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
            8 + 2 * (at.tile * waves_per_tile + at.wave));
     if constexpr (kPrefill) {
       // The producer thread, whole boxes; rows past T arrive as zeros (out of the tensor map's bounds).
+      // Two 2-D boxes per 128-column chunk: one 3-D box of both blocks (as the decode tile's weight
+      // slice takes) issued half the instructions but lost 0.1-0.25 us at T64H64tma (version 58).
       const int nvalid = min(kChunksPerWave, nchunks - chunk0);
       const std::uint32_t bar = slot_full + 8 * at.slot;
       const std::uint32_t dst = smem_addr(x_smem) + at.slot * slot_bytes;
@@ -1111,6 +1126,7 @@ int max_active_clusters(int device, std::size_t smem) {
 template <class Cfg>
 bool fits(const KernelParams& p, int device) {
   return (!Cfg::kPrefill || p.G % kChunk == 0) && (!Cfg::kBulk || (p.G + kChunk - 1) / kChunk <= Cfg::kWarpsK) &&
+         (!Cfg::kTmaW || (p.G % 64 == 0 && p.G / 64 <= 256)) /* the slice in one box of <= 256 blocks */ &&
          smem_bytes<Cfg>(p) <= static_cast<std::size_t>(device_max_smem(device));
 }
 
@@ -1130,7 +1146,9 @@ void launch(const KernelParams& p, int device, cudaStream_t stream) {
   const cudaLaunchConfig_t cfg = make_config<Cfg>(grid, smem, stream, attrs);
   CUtensorMap tmap_x{}, tmap_w{};
   if constexpr (Cfg::kPrefill) tmap_x = make_tensor_map(p.x, p.K, p.T, p.ldx, Cfg::kBlockT);
-  if constexpr (Cfg::kPrefill || Cfg::kTmaW) tmap_w = make_tensor_map(p.w, p.K, p.H, p.ldw, Cfg::kBlockH);
+  if constexpr (Cfg::kPrefill) tmap_w = make_tensor_map(p.w, p.K, p.H, p.ldw, Cfg::kBlockH);
+  // The decode tiles' weight slice: the whole K group (G / 64 blocks) in one box.
+  if constexpr (Cfg::kTmaW) tmap_w = make_block_tensor_map(p.w, p.K, p.H, p.ldw, Cfg::kBlockH, p.G / 64);
   DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, sm90_logits_head_gate_kernel<Cfg>, p, tmap_x, tmap_w));
 }
 
@@ -1182,8 +1200,11 @@ struct Config {
 // nothing would be loading while a wave computes.
 // T16H32s1: 32 heads per CTA with one slot (112 KB at K = 7168, 91 registers: two CTAs per SM):
 // half the clusters of the 16-head tiles, each pulling half as many copies of x (version 34).
-// T16H32s1TmaW: T16H32s1 taking its weight slice by TMA, so that x's copies are issued at once
-// (version 57): ahead where 8-12 clusters run, behind with more.
+// T16H8TmaW, T16H16TmaW, T16H32s1TmaW: T16H8, T16H16 and T16H32s1 taking their weight slice by TMA
+// in one instruction (a 3-D box of the whole K group), so that x's copies are issued at once
+// (versions 57-58): ahead wherever the grid and the next kernel's fit side by side, without a
+// static weight (with one the cp.async twins copy the slice before the wait just as well), and
+// the 32-head one with it too up to 16 clusters. A one-slot 16-head twin lost (version 58).
 // T64H64WsX2, T64H32WsX2: 64-token prefill tiles whose ring carries the weight chunk beside the x
 // chunk (no weight slice to load before the first wave) with one inbox buffer, 113 and 105 KB, so
 // two CTAs fit per SM: for grids small enough that the next kernel's fits beside them (version 42).
@@ -1192,6 +1213,8 @@ using ConfigT16H8b = Config<16, 8, 1, 1, 8, 2, false, false, 2, 1, true>;
 using ConfigT16H16 = Config<16, 16, 1, 1, 8, 2>;
 using ConfigT16H16s1 = Config<16, 16, 1, 1, 8, 1, false, false, 2, 3>;
 using ConfigT16H32s1 = Config<16, 32, 1, 1, 8, 1, false, false, 2, 2>;
+using ConfigT16H8TmaW = Config<16, 8, 1, 1, 8, 2, false, false, 2, 1, false, true>;
+using ConfigT16H16TmaW = Config<16, 16, 1, 1, 8, 2, false, false, 2, 1, false, true>;
 using ConfigT16H32s1TmaW = Config<16, 32, 1, 1, 8, 1, false, false, 2, 2, false, true>;
 using ConfigT32H32 = Config<32, 32, 2, 1, 4, 2>;
 using ConfigT64H16Tma = Config<64, 16, 4, 1, 1, 4, true>;

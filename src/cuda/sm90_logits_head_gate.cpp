@@ -43,7 +43,8 @@ void launch_sm90(Sm90Tile tile, const KernelParams& p, int device, cudaStream_t 
 
 // A 2-D tensor map over a bf16 [rows, K] matrix with row stride ld, boxes of 64 columns (128 bytes,
 // the swizzle span) x box_rows rows, 128-byte swizzle: the split layout of mma_sm80.cuh.
-CUtensorMap make_tensor_map(const std::uint16_t* base, int K, std::int64_t rows, std::int64_t ld, int box_rows) {
+namespace {
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult q{};
@@ -51,16 +52,37 @@ CUtensorMap make_tensor_map(const std::uint16_t* base, int K, std::int64_t rows,
     DSA_CHECK(q == cudaDriverEntryPointSuccess && fn != nullptr, "cuTensorMapEncodeTiled is not available");
     return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
   }();
+  return encode;
+}
+// bf16, 128-byte swizzle, every element of the box (rank 2 or 3).
+CUtensorMap encode_tensor_map(const std::uint16_t* base, cuuint32_t rank, const cuuint64_t* dims,
+                              const cuuint64_t* strides, const cuuint32_t* box) {
+  const cuuint32_t elem_strides[3] = {1, 1, 1};
   CUtensorMap map;
+  const CUresult r =
+      tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, rank, const_cast<std::uint16_t*>(base), dims,
+                           strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                           CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  DSA_CHECK(r == CUDA_SUCCESS, "cuTensorMapEncodeTiled failed with CUresult " << static_cast<int>(r));
+  return map;
+}
+}  // namespace
+
+CUtensorMap make_tensor_map(const std::uint16_t* base, int K, std::int64_t rows, std::int64_t ld, int box_rows) {
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(rows)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * 2};
   const cuuint32_t box[2] = {64, static_cast<cuuint32_t>(box_rows)};
-  const cuuint32_t elem_strides[2] = {1, 1};
-  const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<std::uint16_t*>(base), dims, strides,
-                            box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  DSA_CHECK(r == CUDA_SUCCESS, "cuTensorMapEncodeTiled failed with CUresult " << static_cast<int>(r));
-  return map;
+  return encode_tensor_map(base, 2, dims, strides, box);
+}
+
+CUtensorMap make_block_tensor_map(const std::uint16_t* base, int K, std::int64_t rows, std::int64_t ld, int box_rows,
+                                  int box_blocks) {
+  DSA_CHECK(K % 64 == 0, "a block tensor map needs K % 64 == 0, got K = " << K);
+  // Innermost first: the 64 columns of a block, the rows, the K / 64 blocks of a row, 128 bytes apart.
+  const cuuint64_t dims[3] = {64, static_cast<cuuint64_t>(rows), static_cast<cuuint64_t>(K / 64)};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(ld) * 2, 128};
+  const cuuint32_t box[3] = {64, static_cast<cuuint32_t>(box_rows), static_cast<cuuint32_t>(box_blocks)};
+  return encode_tensor_map(base, 3, dims, strides, box);
 }
 
 int device_max_smem(int device) {

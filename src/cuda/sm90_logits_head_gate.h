@@ -15,13 +15,14 @@ namespace dsa_indexer::cuda {
 // (one wave per tile only: K <= 8192); kT16H16s1 and kT16H32s1 have a one-slot ring, small enough
 // for three and two CTAs per SM; kT128H64Ws streams the weight through the ring with x instead of
 // keeping it resident, and so do kT64H64WsX2 and kT64H32WsX2, small enough for two CTAs per SM.
-// kT16H32s1TmaW is kT16H32s1 taking its weight slice by TMA instead of cp.async.
+// kT16H8TmaW, kT16H16TmaW and kT16H32s1TmaW are kT16H8, kT16H16 and kT16H32s1 taking their weight
+// slice by TMA (one 3-D box of the whole K group) instead of cp.async.
 // The instantiated tiles, one X(name) each, the Sm90Tile enumerator without its k. The enum, the
 // list of all tiles, the per-tile entry points and their dispatch (sm90_logits_head_gate.cpp) are
 // generated from it, and CMakeLists.txt reads it to compile one translation unit per tile.
-#define DSA_SM90_TILES(X)                                                                                   \
-  X(T16H8) X(T16H8b) X(T16H16) X(T16H16s1) X(T16H32s1) X(T16H32s1TmaW) X(T32H32) X(T64H16Tma) X(T64H32Tma) \
-  X(T64H64Tma) X(T128H32Tma) X(T128H64Ws) X(T64H64WsX2) X(T64H32WsX2)
+#define DSA_SM90_TILES(X)                                                                            \
+  X(T16H8) X(T16H8b) X(T16H8TmaW) X(T16H16) X(T16H16TmaW) X(T16H16s1) X(T16H32s1) X(T16H32s1TmaW) \
+  X(T32H32) X(T64H16Tma) X(T64H32Tma) X(T64H64Tma) X(T128H32Tma) X(T128H64Ws) X(T64H64WsX2) X(T64H32WsX2)
 
 #define DSA_SM90_TILE_ENUMERATOR(name) k##name,
 enum class Sm90Tile { DSA_SM90_TILES(DSA_SM90_TILE_ENUMERATOR) };
