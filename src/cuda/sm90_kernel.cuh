@@ -1006,6 +1006,10 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
       } else {
         zero(acc);
       }
+      // Timeline builds: the last wave's end, step by step (events 240-242: thread 0's chunk chain
+      // done, every partial stored, thread 0's join done; wave events stay below them).
+      [[maybe_unused]] const bool tl_last = s == num_waves - 1 && num_waves < 100;
+      DSA_TL(tid == 0 && tl_last, 240);
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -1018,6 +1022,7 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
                 make_float2(acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]);
           }
       __syncthreads();  // the wave's chunk partials are in shared memory
+      DSA_TL(tid == 0 && tl_last, 241);
       // Join them to q in chunk order; thread tid keeps q of the flat (row, head pair) slots
       // tid + i * kThreads across the waves of a tile.
       const int nvalid = min(kWarpsK, nchunks - chunk0);
@@ -1034,6 +1039,7 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
           }
         }
       }
+      DSA_TL(tid == 0 && tl_last, 242);
       const bool tile_done = wave_in_tile == waves_per_tile - 1;
       if (tile_done) {
         end_tile(tile_i);
