@@ -274,8 +274,9 @@ __device__ __forceinline__ void wgmma_m64k16(float (&d)[kN / 8][4], std::uint32_
 // timeline[b * 2 * kTlEvents ...], each as (globaltimer ns, clock64) of the thread that reached it.
 // Events: 0 entry, 1 past griddepcontrol.wait, 2 weight slice landed, 3 exit, 4 (SM id, waves |
 // tiles << 32), 5 last finish begins, 8 + 2 s wave s's load issued, 9 + 2 s wave s's data seen by
-// the consumer (waves 0-119; in decode tiles below 116, where events 240-242 record the last wave
-// step by step: thread 0's chunk chain done, every partial stored, thread 0's join done), and the
+// the consumer (waves 0-119; a decode CTA with fewer than 100 waves, whose events then stay below
+// 240, records its last wave step by step in 240-242: thread 0's chunk chain done, every partial
+// stored, thread 0's join done), and the
 // end of the last tile, step by step (kTlEnd + 0..3; + 0 in prefill tiles only): its last wave's
 // MMAs complete, end_tile's cluster barrier passed, its sums pushed, the owner's inbox full.
 constexpr int kTlEvents = 256;
