@@ -276,9 +276,9 @@ __device__ __forceinline__ void wgmma_m64k16(float (&d)[kN / 8][4], std::uint32_
 // tiles << 32), 5 last finish begins, 8 + 2 s wave s's load issued, 9 + 2 s wave s's data seen by
 // the consumer (waves 0-119; a decode CTA with fewer than 100 waves, whose events then stay below
 // 240, records its last wave step by step in 240-242: thread 0's chunk chain done, every partial
-// stored, thread 0's join done), and the
-// end of the last tile, step by step (kTlEnd + 0..3; + 0 in prefill tiles only): its last wave's
-// MMAs complete, end_tile's cluster barrier passed, its sums pushed, the owner's inbox full.
+// stored, thread 0's join done), and the end of the last tile, step by step (kTlEnd + 0..3; + 0
+// in prefill tiles only): its last wave's MMAs complete, end_tile's cluster barrier passed, its
+// sums pushed, the owner's inbox full.
 constexpr int kTlEvents = 256;
 constexpr int kTlEnd = 248;
 __device__ __forceinline__ void tl_record(unsigned long long* tl, int e) {
@@ -1008,8 +1008,7 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
       } else {
         zero(acc);
       }
-      // Timeline builds: the last wave's end, step by step (events 240-242: thread 0's chunk chain
-      // done, every partial stored, thread 0's join done; wave events stay below them).
+      // Timeline builds: the last wave's end, step by step (events 240-242, see DSA_TIMELINE).
       [[maybe_unused]] const bool tl_last = s == num_waves - 1 && num_waves < 100;
       DSA_TL(tid == 0 && tl_last, 240);
 #pragma unroll

@@ -41,8 +41,6 @@ void launch_sm90(Sm90Tile tile, const KernelParams& p, int device, cudaStream_t 
   ops(tile).launch(p, device, stream);
 }
 
-// A 2-D tensor map over a bf16 [rows, K] matrix with row stride ld, boxes of 64 columns (128 bytes,
-// the swizzle span) x box_rows rows, 128-byte swizzle: the split layout of mma_sm80.cuh.
 namespace {
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
@@ -68,6 +66,8 @@ CUtensorMap encode_tensor_map(const std::uint16_t* base, cuuint32_t rank, const 
 }
 }  // namespace
 
+// The two maps of sm90_kernel.cuh: a 2-D one over a bf16 [rows, K] matrix (boxes of 64 columns x
+// box_rows rows), and the same matrix seen as 64 columns x rows x K / 64 blocks.
 CUtensorMap make_tensor_map(const std::uint16_t* base, int K, std::int64_t rows, std::int64_t ld, int box_rows) {
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(rows)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * 2};
