@@ -192,8 +192,13 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     // the wait anyway (version 58's sweep, weight from HBM: DeepSeek T = 24 / 32 2.49 / 2.58 us
     // against 2.62 / 2.65, GLM T = 48 / 64 2.33 / 2.44 against 2.50 / 2.54; static even or behind,
     // DeepSeek T = 1 1.98 against 1.93).
+    // From T = 9 on, static or not, its twin taking x and the weight by TMA chunk by chunk goes first
+    // (version 59's sweep, weight from HBM: DeepSeek T = 32 2.42 against 2.53 us for T16H16TmaW,
+    // GLM T = 64 2.41 against 2.50; static DeepSeek T = 32 2.24 against 2.34 for T16H16; at T = 1
+    // behind, 2.20 against 2.05).
+    const bool tx16 = k.T > 8 && cuda::sm90_tile_fits(Sm90Tile::kT16H16TmaX, k, dev.device);
     const bool tw16 = !k.static_weight && cuda::sm90_tile_fits(Sm90Tile::kT16H16TmaW, k, dev.device);
-    if (2 * need16 <= two) return tw16 ? Sm90Tile::kT16H16TmaW : Sm90Tile::kT16H16;
+    if (2 * need16 <= two) return tx16 ? Sm90Tile::kT16H16TmaX : tw16 ? Sm90Tile::kT16H16TmaW : Sm90Tile::kT16H16;
     const bool s1 = cuda::sm90_tile_fits(Sm90Tile::kT16H16s1, k, dev.device);
     const int three = s1 ? cuda::sm90_tile_max_clusters(Sm90Tile::kT16H16s1, k, dev.device) : 0;
     const int max32 = cuda::sm90_tile_fits(Sm90Tile::kT16H32s1, k, dev.device)
@@ -206,14 +211,26 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     // 3.19, T = 224 3.10 against 3.68). Below 8 the 16-head tiles, whose grid then fits twice, go
     // first (DeepSeek T = 48: T16H16TmaW 2.83 us, as T16H32s1TmaW); from 16 clusters on, without a
     // static weight, T64H32WsX2 (below).
+    // Its twin taking x and the weight by TMA chunk by chunk goes first where it applies (K <= 8192),
+    // and up to a grid one cluster past half the resident ones (version 59's sweep, weight from HBM:
+    // DeepSeek T = 64 / 96 2.99 / 3.29 us against 3.08 / 3.41 for T16H32s1TmaW, T = 128 (16
+    // clusters) 4.21 as T64H32WsX2, T = 160 4.54 against 4.38; GLM T = 128 2.70 against 2.78, T =
+    // 256 (16 clusters) 3.65 against 3.83 for T64H32WsX2).
+    const bool tx32 = h32 && cuda::sm90_tile_fits(Sm90Tile::kT16H32s1TmaX, k, dev.device);
     const bool tw32 = h32 && cuda::sm90_tile_fits(Sm90Tile::kT16H32s1TmaW, k, dev.device);
+    if (tx32 && need32 >= 8 && 2 * need32 <= cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1TmaX, k, dev.device) + 2) {
+      return Sm90Tile::kT16H32s1TmaX;
+    }
     if (tw32 && need32 >= 8 && 2 * need32 <= cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1TmaW, k, dev.device)) {
       return Sm90Tile::kT16H32s1TmaW;
     }
     // A static weight: the TMA-weight twin up to 16 clusters (DeepSeek T = 128 3.58 against 3.73
     // us, GLM T = 256 3.41 against 3.55), T16H32s1 to 24, then the mid tiles' small grid (DeepSeek
     // T = 224 / 240: T64H32WsX2 4.56 / 4.64 against 4.79 / 5.52).
+    // The chunk-by-TMA twin as far as T16H32s1 goes (version 59's sweep: DeepSeek T = 128 / 192 3.40 /
+    // 4.16 us against 3.58 / 4.50 for T16H32s1TmaW / T16H32s1; GLM T = 256 3.25 against 3.46).
     if (k.static_weight && h32) {
+      if (tx32 && 5 * need32 <= 4 * max32) return Sm90Tile::kT16H32s1TmaX;
       if (tw32 && need32 <= 16) return Sm90Tile::kT16H32s1TmaW;
       return 5 * need32 <= 4 * max32 ? Sm90Tile::kT16H32s1 : mid(Sm90Tile::kT16H32s1);
     }
@@ -274,6 +291,7 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     order[n++] = Sm90Tile::kT16H8b;
   } else if (k.H <= 32) {
     if (k.T <= 32) {
+      order[n++] = Sm90Tile::kT16H8TmaX;
       order[n++] = Sm90Tile::kT16H8TmaW;
       order[n++] = Sm90Tile::kT16H8;
     } else if (k.T <= 256) {
@@ -287,6 +305,7 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     }
   } else {
     if (k.T <= 16) {
+      order[n++] = Sm90Tile::kT16H8TmaX;
       order[n++] = Sm90Tile::kT16H8TmaW;
       order[n++] = Sm90Tile::kT16H8;
     } else if (k.T <= 256) {

@@ -343,11 +343,13 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
   constexpr int kSlots = Cfg::kSlots, kThreads = Cfg::kThreads, kBlockThreads = Cfg::kBlockThreads;
   constexpr int kConsumerWarps = kThreads / 32;
   constexpr bool kPrefill = Cfg::kPrefill, kStreamW = Cfg::kStreamW, kBulk = Cfg::kBulk, kTmaW = Cfg::kTmaW;
+  constexpr bool kTmaX = Cfg::kTmaX;
   constexpr int kChunksPerWave = kWarpsK;  // chunks of K per ring slot: one per warp set
   static_assert(kPrefill == (kWarpsK == 1), "prefill mode (one chunk per wave) is the wgmma mode");
   static_assert(kPrefill || !kStreamW, "only prefill tiles stream the weight");
   static_assert(!(kPrefill && kBulk), "bulk row copies: decode tiles only");
   static_assert(!kTmaW || (!kPrefill && !kBulk), "a weight slice by TMA: cp.async decode tiles only");
+  static_assert(!kTmaX || (!kPrefill && !kBulk && !kTmaW), "chunks by TMA: a variant of the cp.async decode tiles");
   // A ring slot: the wave's x chunks, then (weight streamed) the weight chunk they multiply.
   constexpr int kXSlotBytes = kChunksPerWave * kBlockT * kRowBytes;
   constexpr int kSlotBytes = kXSlotBytes + (kStreamW ? kBlockH * kRowBytes : 0);
@@ -383,10 +385,13 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
   const std::uint32_t inbox_full = smem_addr(inbox + kInboxBufs * kBlockT * kBlockH);  // mbarriers [kInboxBufs]
   // A resident weight slice of a prefill tile lands chunk by chunk, one mbarrier each, so that wave
   // s of the first tile waits for its own chunk only (version 46); decode tiles use one.
+  // Chunk-by-TMA decode tiles give every chunk of the slice and of each ring slot its own mbarrier,
+  // so that warp c waits for chunk c's bytes only.
   constexpr bool kWChunkBars = kPrefill && !kStreamW;
-  const int n_wbars = kWChunkBars ? nchunks : 1;
-  const std::uint32_t slot_full = inbox_full + 8 * kInboxBufs;  // TMA: [kSlots] x landed
-  const std::uint32_t w_full = slot_full + 8 * kSlots;          // TMA: weight landed [n_wbars]
+  constexpr int kSlotBars = kTmaX ? kWarpsK : 1;  // mbarriers per ring slot
+  const int n_wbars = kWChunkBars ? nchunks : kTmaX ? kWarpsK : 1;
+  const std::uint32_t slot_full = inbox_full + 8 * kInboxBufs;  // TMA: [kSlots][kSlotBars] x landed
+  const std::uint32_t w_full = slot_full + 8 * kSlots * kSlotBars;  // TMA: weight landed [n_wbars]
   // Prefill: a ring slot's consumer warps have retired it [kSlots]; the 8 owners have read an inbox
   // buffer of this CTA's pushes [kInboxBufs].
   const std::uint32_t slot_empty = w_full + 8 * n_wbars;
@@ -420,6 +425,11 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
   } else if constexpr (Cfg::kTmaW) {
     if (threadIdx.x == 0)
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<std::uint64_t>(&tmap_w)) : "memory");
+  } else if constexpr (Cfg::kTmaX) {
+    if (threadIdx.x == 0) {
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<std::uint64_t>(&tmap_x)) : "memory");
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<std::uint64_t>(&tmap_w)) : "memory");
+    }
   }
   const unsigned rank = cluster_ctarank();
   const int worker = blockIdx.x / kClusterSize;
@@ -452,9 +462,9 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
   // push, a whole main loop later.
   if (tid == 0) {
     for (int b = 0; b < kInboxBufs; ++b) mbar_init(inbox_full + 8 * b, 1);
-    if constexpr (kPrefill || kBulk || kTmaW) {
+    if constexpr (kPrefill || kBulk || kTmaW || kTmaX) {
       for (int c = 0; c < n_wbars; ++c) mbar_init(w_full + 8 * c, 1);
-      for (int i = 0; i < kSlots; ++i) mbar_init(slot_full + 8 * i, 1);
+      for (int i = 0; i < kSlots * kSlotBars; ++i) mbar_init(slot_full + 8 * i, 1);
     }
     if constexpr (kPrefill) {
       for (int i = 0; i < kSlots; ++i) mbar_init(slot_empty + 8 * i, kConsumerWarps);
@@ -468,7 +478,7 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
   }
   // The ring's barriers are waited on before the first cluster wait, and a weight slice by TMA
   // completes on one.
-  if constexpr (kPrefill || kBulk || kTmaW) __syncthreads();
+  if constexpr (kPrefill || kBulk || kTmaW || kTmaX) __syncthreads();
   cluster_arrive_relaxed();
 
   // The weight slice: heads [h0, h0 + kBlockH) x this group's columns, loaded once.
@@ -512,6 +522,17 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
       if (tid == 0) {
         mbar_arrive_expect_tx(w_full, (p.G / 64) * kBlockH * kHalfRowBytes);
         tma_load_blocks(smem_addr(w_smem), &tmap_w, h0, static_cast<int>(k_base / 64), w_full, l2_policy<kEvictLast>());
+      }
+    } else if constexpr (kTmaX) {
+      // Chunk c of the slice: one box of its two 64-column blocks, issued by the first lane of the
+      // warp that multiplies it, so that the chunks' instructions go out side by side and chunk c
+      // completes on its own mbarrier. Where G % 128 == 64 the last box reaches into the next
+      // group's first block (or past K: zeros), which no MMA step reads (chunk_steps()).
+      if (lane == 0 && warp_mn == 0 && warp_chunk < nchunks) {
+        const std::uint32_t bar = w_full + 8 * warp_chunk;
+        mbar_arrive_expect_tx(bar, kBlockH * kRowBytes);
+        tma_load_blocks(smem_addr(w_smem) + warp_chunk * kBlockH * kRowBytes, &tmap_w, h0,
+                        static_cast<int>(k_base / 64) + 2 * warp_chunk, bar, l2_policy<kEvictLast>());
       }
     } else {
       const std::uint32_t base = smem_addr(w_smem) + w_soff;
@@ -622,6 +643,18 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
       }
       return;
     }
+    if constexpr (kTmaX) {
+      // As the weight's chunks (load_weight_slice): chunk c of the wave by warp c's first lane, one
+      // box, its own mbarrier; rows past T arrive as zeros.
+      if (lane == 0 && warp_mn == 0 && chunk0 + warp_chunk < nchunks) {
+        const std::uint32_t bar = slot_full + 8 * (at.slot * kSlotBars + warp_chunk);
+        mbar_arrive_expect_tx(bar, kBlockT * kRowBytes);
+        tma_load_blocks(smem_addr(x_smem) + at.slot * slot_bytes + warp_chunk * kBlockT * kRowBytes, &tmap_x,
+                        static_cast<int>(t0), static_cast<int>(k_base / 64) + 2 * (chunk0 + warp_chunk), bar,
+                        l2_policy<kEvictFirst>());
+      }
+      return;
+    }
     const int rows_valid = static_cast<int>(min(static_cast<std::int64_t>(kBlockT), T - t0));
     if constexpr (kBulk) {
       static_assert(kThreads >= 64, "warp 1 loads x");
@@ -657,7 +690,7 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
 #pragma unroll 1
   for (int s = 0; s < kPrologueWaves; ++s) {
     if (s < num_waves) load_wave(ahead);
-    if constexpr (!kBulk) cp_async_commit();  // one group per slot, empty or not: uniform wait counts
+    if constexpr (!kBulk && !kTmaX) cp_async_commit();  // one group per slot, empty or not: uniform wait counts
     ahead.advance(waves_per_tile);
   }
 
@@ -976,6 +1009,16 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
         if (s == 0) mbar_wait_parity(w_full, 0);
         DSA_TL(tid == 0 && s == 0, 2);
         mbar_wait_parity(slot_full + 8 * cur.slot, cur.phase);
+      } else if constexpr (kTmaX) {
+        // The slot refilled here (wave s with one slot, s + 1 with two) was last read by the wave
+        // before s, whose readers are past the barrier that followed their partial stores. Each
+        // warp then waits for its own chunk only: chunk c's MMAs overlap the later chunks' copies.
+        if (kSlots == 1 || s + kSlots - 1 < num_waves) load_wave(ahead);
+        ahead.advance(waves_per_tile);
+        if (chunk0 + warp_chunk < nchunks) {
+          if (s == 0) mbar_wait_parity(w_full + 8 * warp_chunk, 0);
+          mbar_wait_parity(slot_full + 8 * (cur.slot * kSlotBars + warp_chunk), cur.phase);
+        }
       } else if constexpr (kSlots == 1) {
         // The only slot was last read by wave s - 1, whose readers are past the barrier that
         // followed their partial stores.
@@ -1067,7 +1110,7 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
 
 template <class Cfg>
 constexpr std::size_t weight_barriers(std::size_t nchunks) {  // one per chunk of a resident prefill slice
-  return Cfg::kPrefill && !Cfg::kStreamW ? nchunks : 1;
+  return Cfg::kPrefill && !Cfg::kStreamW ? nchunks : Cfg::kTmaX ? Cfg::kWarpsK : 1;
 }
 template <class Cfg>
 std::size_t smem_bytes(const KernelParams& p) {
@@ -1080,7 +1123,7 @@ std::size_t smem_bytes(const KernelParams& p) {
   const std::size_t red_tile = static_cast<std::size_t>(Cfg::kBlockT) * (Cfg::kBlockH + 8) * sizeof(float);
   return weight_and_ring + (Cfg::kWarpsK > 1 ? Cfg::kWarpsK * red_tile : 0) +
          Cfg::kInboxBufs * static_cast<std::size_t>(Cfg::kBlockT) * Cfg::kBlockH * sizeof(float) /* inbox */ +
-         8 * (Cfg::kInboxBufs + Cfg::kSlots + weight_barriers<Cfg>(nchunks) +
+         8 * (Cfg::kInboxBufs + Cfg::kSlots * (Cfg::kTmaX ? Cfg::kWarpsK : 1) + weight_barriers<Cfg>(nchunks) +
               (Cfg::kPrefill ? Cfg::kSlots + Cfg::kInboxBufs : 0)) /* mbarriers: inbox, ring, weight, credits */ +
          (Cfg::kPrefill ? 4 * Cfg::kInboxBufs * kClusterSize * (Cfg::kThreads / 32) : 0) /* credit words */;
 }
@@ -1134,6 +1177,7 @@ template <class Cfg>
 bool fits(const KernelParams& p, int device) {
   return (!Cfg::kPrefill || p.G % kChunk == 0) && (!Cfg::kBulk || (p.G + kChunk - 1) / kChunk <= Cfg::kWarpsK) &&
          (!Cfg::kTmaW || (p.G % 64 == 0 && p.G / 64 <= 256)) /* the slice in one box of <= 256 blocks */ &&
+         (!Cfg::kTmaX || (p.G % 64 == 0 && (p.G + kChunk - 1) / kChunk <= Cfg::kWarpsK)) /* one wave a tile */ &&
          smem_bytes<Cfg>(p) <= static_cast<std::size_t>(device_max_smem(device));
 }
 
@@ -1156,6 +1200,11 @@ void launch(const KernelParams& p, int device, cudaStream_t stream) {
   if constexpr (Cfg::kPrefill) tmap_w = make_tensor_map(p.w, p.K, p.H, p.ldw, Cfg::kBlockH);
   // The decode tiles' weight slice: the whole K group (G / 64 blocks) in one box.
   if constexpr (Cfg::kTmaW) tmap_w = make_block_tensor_map(p.w, p.K, p.H, p.ldw, Cfg::kBlockH, p.G / 64);
+  // Chunk-by-TMA decode tiles: boxes of one chunk (two blocks) of x and of the weight.
+  if constexpr (Cfg::kTmaX) {
+    tmap_x = make_block_tensor_map(p.x, p.K, p.T, p.ldx, Cfg::kBlockT, 2);
+    tmap_w = make_block_tensor_map(p.w, p.K, p.H, p.ldw, Cfg::kBlockH, 2);
+  }
   DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, sm90_logits_head_gate_kernel<Cfg>, p, tmap_x, tmap_w));
 }
 
@@ -1167,10 +1216,12 @@ void launch(const KernelParams& p, int device, cudaStream_t stream) {
 // kBulk_ (decode only): x and the weight arrive as whole rows of the K group, one 1-D bulk copy per
 // row, stored at bulk_pitch(G); needs every chunk of the group in one wave (fits()).
 // kTmaW_ (cp.async decode tiles only): the weight slice arrives by TMA instead of cp.async.
+// kTmaX_ (a variant of the cp.async decode tiles): x and the weight slice arrive by TMA, one box
+// per chunk issued by the warp that multiplies it, each on its own mbarrier; one wave per tile.
 template <int kT, int kH, int kWT, int kWH, int kWK, int kSlots_, bool kPrefill_ = false, bool kStreamW_ = false,
-          int kInboxBufs_ = 2, int kMinBlocks_ = 1, bool kBulk_ = false, bool kTmaW_ = false>
+          int kInboxBufs_ = 2, int kMinBlocks_ = 1, bool kBulk_ = false, bool kTmaW_ = false, bool kTmaX_ = false>
 struct Config {
-  static constexpr bool kBulk = kBulk_, kTmaW = kTmaW_;
+  static constexpr bool kBulk = kBulk_, kTmaW = kTmaW_, kTmaX = kTmaX_;
   static constexpr int kMinBlocks = kMinBlocks_;
   static constexpr bool kPrefill = kPrefill_, kStreamW = kStreamW_;
   static constexpr int kInboxBufs = kInboxBufs_;
@@ -1181,13 +1232,13 @@ struct Config {
   static_assert(kT % (16 * kWT) == 0 && kH % (8 * kWH) == 0, "warp tiles are m16 x n8 multiples");
   static std::string label() {
     return "T" + std::to_string(kT) + "H" + std::to_string(kH) + (kStreamW ? "ws" : kPrefill ? "tma" : "") +
-           (kSlots_ == 1 ? "s1" : "") + (kBulk_ ? "b" : "") + (kTmaW_ ? "tw" : "") +
+           (kSlots_ == 1 ? "s1" : "") + (kBulk_ ? "b" : "") + (kTmaW_ ? "tw" : "") + (kTmaX_ ? "tx" : "") +
            (kPrefill && kMinBlocks_ > 1 ? "x" + std::to_string(kMinBlocks_) : std::string());
   }
   static std::string name() {
     return "sm90_cluster8<T" + std::to_string(kT) + ",H" + std::to_string(kH) + ",warps" +
            std::to_string(kWT) + "x" + std::to_string(kWH) + "x" + std::to_string(kWK) + ",slots" +
-           std::to_string(kSlots_) + (kPrefill ? ",tma,wgmma" : kBulk_ ? ",bulk rows,mma.sync" : kTmaW_ ? ",weight by tma,cp.async,mma.sync" : ",cp.async,mma.sync") +
+           std::to_string(kSlots_) + (kPrefill ? ",tma,wgmma" : kBulk_ ? ",bulk rows,mma.sync" : kTmaW_ ? ",weight by tma,cp.async,mma.sync" : kTmaX_ ? ",chunks by tma,mma.sync" : ",cp.async,mma.sync") +
            (kStreamW ? ",weight streamed" : "") + (kInboxBufs_ == 1 ? ",one inbox" : "") +
            (kMinBlocks_ > 1 ? "," + std::to_string(kMinBlocks_) + " per SM" : "") + ">";
   }
@@ -1223,6 +1274,9 @@ using ConfigT16H32s1 = Config<16, 32, 1, 1, 8, 1, false, false, 2, 2>;
 using ConfigT16H8TmaW = Config<16, 8, 1, 1, 8, 2, false, false, 2, 1, false, true>;
 using ConfigT16H16TmaW = Config<16, 16, 1, 1, 8, 2, false, false, 2, 1, false, true>;
 using ConfigT16H32s1TmaW = Config<16, 32, 1, 1, 8, 1, false, false, 2, 2, false, true>;
+using ConfigT16H8TmaX = Config<16, 8, 1, 1, 8, 2, false, false, 2, 1, false, false, true>;
+using ConfigT16H16TmaX = Config<16, 16, 1, 1, 8, 2, false, false, 2, 1, false, false, true>;
+using ConfigT16H32s1TmaX = Config<16, 32, 1, 1, 8, 1, false, false, 2, 2, false, false, true>;
 using ConfigT32H32 = Config<32, 32, 2, 1, 4, 2>;
 using ConfigT64H16Tma = Config<64, 16, 4, 1, 1, 4, true>;
 using ConfigT64H32Tma = Config<64, 32, 4, 1, 1, 4, true>;

@@ -22,6 +22,7 @@ namespace dsa_indexer::cuda {
 // generated from it, and CMakeLists.txt reads it to compile one translation unit per tile.
 #define DSA_SM90_TILES(X)                                                                            \
   X(T16H8) X(T16H8b) X(T16H8TmaW) X(T16H16) X(T16H16TmaW) X(T16H16s1) X(T16H32s1) X(T16H32s1TmaW) \
+  X(T16H8TmaX) X(T16H16TmaX) X(T16H32s1TmaX)                                                    \
   X(T32H32) X(T64H16Tma) X(T64H32Tma) X(T64H64Tma) X(T128H32Tma) X(T128H64Ws) X(T64H64WsX2) X(T64H32WsX2)
 
 #define DSA_SM90_TILE_ENUMERATOR(name) k##name,

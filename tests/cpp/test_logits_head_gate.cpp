@@ -490,14 +490,17 @@ TEST_P(CudaTest, FastPathBitwiseEqualsPortable) {
   // H = 64) with a one-row last tile. T = 10300 at H = 96, K = 2048 and at K = 1024: the same tile
   // with a partial head tile and 2 or 1 waves per token tile (its mid-tile finish then falls on the
   // first or the only wave).
-  // T = 1 and 12 at K = 7168, T = 5 at K = 2560 (a weight box half a chunk short): the 8-head decode
-  // tile with its weight slice by TMA; T = 5 and 12 at K = 1152 (G = 144, no box of whole 64-column
-  // blocks): the bulk-copy decode tile and its cp.async twin. T = 33 at H = 64: the 16-head tile
-  // with its weight by TMA. T = 256 at H = 16: the one-slot 16 x 16 decode tile (16 clusters); T = 200 at
-  // H = 64, K = 2560 (short last chunk, no TMA tile): the one-slot 32-head tile (26 clusters);
-  // T = 64 at H = 64 and T = 90 at H = 40, K = 2560 (a partial head tile, a short last chunk whose
-  // second half the weight's box leaves out): its twin with the weight slice by TMA (8 and 12
-  // clusters). The mid-T tiles that stream the weight, two CTAs per SM: 64 heads at T = 700,
+  // T = 1 at K = 7168, T = 5 at K = 2560 (a weight box half a chunk short): the 8-head decode tile
+  // with its weight slice by TMA; T = 12 at K = 7168: its twin taking x and the weight by TMA chunk
+  // by chunk; T = 20 at H = 32, K = 8704 (9 chunks: two waves a tile, beyond the chunk-by-TMA
+  // tiles): the TMA-weight one again. T = 5 and 12 at K = 1152 (G = 144, no box of whole 64-column
+  // blocks): the bulk-copy decode tile and its cp.async twin. T = 33 at H = 64 and T = 20 at K =
+  // 2560 (the last chunk's boxes reach into the next group, or past K): the 16-head tile taking its
+  // chunks by TMA; T = 40 at H = 32, K = 8704: the 16-head tile with its weight slice by TMA. T =
+  // 256 at H = 16: the one-slot 16 x 16 decode tile (16 clusters); T = 200 at H = 64, K = 2560
+  // (short last chunk, no TMA tile): the one-slot 32-head tile (26 clusters); T = 64 at H = 64 and
+  // T = 90 at H = 40, K = 2560 (a partial head tile, a short last chunk): its twin taking its chunks
+  // by TMA (8 and 12 clusters). The mid-T tiles that stream the weight, two CTAs per SM: 64 heads at T = 700,
   // H = 64 (11 clusters, a 60-row last tile) and at T = 400, H = 96, K = 2048 (a partial head
   // tile, two waves per tile); 32 heads at T = 300, H = 80 (a half head tile), T = 500, GLM's shape
   // (a 52-row last tile), and where T16H32s1's grid no longer fits twice: T = 200 at H = 64,
@@ -508,7 +511,8 @@ TEST_P(CudaTest, FastPathBitwiseEqualsPortable) {
                         Shape{5000, 64, 7168}, Shape{10241, 64, 7168}, Shape{100, 32, 6144}, Shape{250, 32, 6144},
                         Shape{3000, 32, 6144}, Shape{50, 128, 1024}, Shape{20, 64, 2560}, Shape{700, 64, 2560},
                         Shape{300, 32, 1536}, Shape{10300, 96, 2048}, Shape{10300, 64, 1024}, Shape{90, 40, 2560},
-                        Shape{200, 64, 2560}, Shape{5, 64, 1152}, Shape{12, 64, 1152}}) {
+                        Shape{200, 64, 2560}, Shape{5, 64, 1152}, Shape{12, 64, 1152}, Shape{20, 32, 8704},
+                        Shape{40, 32, 8704}}) {
     Problem P(s.T, s.H, s.K, seed_for(s.T, s.H, s.K, 72));
     Runner fast(Backend::kCudaAuto, P);
     fast.call();
