@@ -193,9 +193,9 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     // against 2.62 / 2.65, GLM T = 48 / 64 2.33 / 2.44 against 2.50 / 2.54; static even or behind,
     // DeepSeek T = 1 1.98 against 1.93).
     // From T = 9 on, static or not, its twin taking x and the weight by TMA chunk by chunk goes first
-    // (version 59's sweep, weight from HBM: DeepSeek T = 32 2.42 against 2.53 us for T16H16TmaW,
-    // GLM T = 64 2.41 against 2.50; static DeepSeek T = 32 2.24 against 2.34 for T16H16; at T = 1
-    // behind, 2.20 against 2.05).
+    // (version 59's sweep, weight from HBM: DeepSeek T = 32 2.35 against 2.42 us for T16H16TmaW,
+    // GLM T = 64 2.21 against 2.31; static DeepSeek T = 16 1.92 against 2.05 for T16H16, T = 32
+    // even, T = 48 behind, 2.41 against 2.32; at T = 1 behind, 2.06 against 1.92).
     const bool tx16 = k.T > 8 && cuda::sm90_tile_fits(Sm90Tile::kT16H16TmaX, k, dev.device);
     const bool tw16 = !k.static_weight && cuda::sm90_tile_fits(Sm90Tile::kT16H16TmaW, k, dev.device);
     if (2 * need16 <= two) return tx16 ? Sm90Tile::kT16H16TmaX : tw16 ? Sm90Tile::kT16H16TmaW : Sm90Tile::kT16H16;
@@ -211,14 +211,14 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     // 3.19, T = 224 3.10 against 3.68). Below 8 the 16-head tiles, whose grid then fits twice, go
     // first (DeepSeek T = 48: T16H16TmaW 2.83 us, as T16H32s1TmaW); from 16 clusters on, without a
     // static weight, T64H32WsX2 (below).
-    // Its twin taking x and the weight by TMA chunk by chunk goes first where it applies (K <= 8192),
-    // and up to a grid one cluster past half the resident ones (version 59's sweep, weight from HBM:
-    // DeepSeek T = 64 / 96 2.99 / 3.29 us against 3.08 / 3.41 for T16H32s1TmaW, T = 128 (16
-    // clusters) 4.21 as T64H32WsX2, T = 160 4.54 against 4.38; GLM T = 128 2.70 against 2.78, T =
-    // 256 (16 clusters) 3.65 against 3.83 for T64H32WsX2).
+    // Its twin taking x and the weight by TMA chunk by chunk goes first where it applies (K <= 8192;
+    // version 59's sweep, weight from HBM: DeepSeek T = 64 / 96 2.90 / 3.30 us against 2.95 / 3.44
+    // for T16H32s1TmaW, GLM T = 128 2.69 against 2.77). At 16 clusters, one past both grids fitting,
+    // it was even with T64H32WsX2 (DeepSeek T = 128 4.16-4.21 against 4.07-4.21, GLM T = 256 3.64
+    // against 3.71-3.83), and behind from there (DeepSeek T = 160 4.50 against 4.36).
     const bool tx32 = h32 && cuda::sm90_tile_fits(Sm90Tile::kT16H32s1TmaX, k, dev.device);
     const bool tw32 = h32 && cuda::sm90_tile_fits(Sm90Tile::kT16H32s1TmaW, k, dev.device);
-    if (tx32 && need32 >= 8 && 2 * need32 <= cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1TmaX, k, dev.device) + 2) {
+    if (tx32 && need32 >= 8 && 2 * need32 <= cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1TmaX, k, dev.device)) {
       return Sm90Tile::kT16H32s1TmaX;
     }
     if (tw32 && need32 >= 8 && 2 * need32 <= cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1TmaW, k, dev.device)) {
@@ -228,7 +228,8 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     // us, GLM T = 256 3.41 against 3.55), T16H32s1 to 24, then the mid tiles' small grid (DeepSeek
     // T = 224 / 240: T64H32WsX2 4.56 / 4.64 against 4.79 / 5.52).
     // The chunk-by-TMA twin as far as T16H32s1 goes (version 59's sweep: DeepSeek T = 128 / 192 3.40 /
-    // 4.16 us against 3.58 / 4.50 for T16H32s1TmaW / T16H32s1; GLM T = 256 3.25 against 3.46).
+    // 4.14 us against 3.56 / 4.44 for T16H32s1TmaW, 4.51 for T64H32WsX2 at 192; GLM T = 256 3.23
+    // against 3.44).
     if (k.static_weight && h32) {
       if (tx32 && 5 * need32 <= 4 * max32) return Sm90Tile::kT16H32s1TmaX;
       if (tw32 && need32 <= 16) return Sm90Tile::kT16H32s1TmaW;
@@ -249,7 +250,10 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   // The smallest T (H = 64: T <= 16, H <= 32: T <= 32): 8 heads per CTA, the weight slice by TMA in
   // one box (version 58's sweep, weight from HBM: DeepSeek T = 1 / 8 / 16 2.02 / 2.14 / 2.31 us
   // against 2.08 / 2.27 for T16H8b and 2.49 for T16H8; GLM T = 1 / 32 1.91 / 2.16 against 1.93 for
-  // T16H8b and 2.23 for T16H8). Where its box does not apply (G % 64 != 0): the bulk-copy T16H8b at
+  // T16H8b and 2.23 for T16H8); from T = 9 on its twin taking x and the weight chunk by chunk
+  // (version 59's sweep: DeepSeek T = 16 2.06 against 2.15 us; GLM T = 16 / 32 even, 1.94 / 2.03
+  // against 1.93 / 2.01; at T = 1 / 8 behind, 2.09 / 2.01 against 1.83 / 1.96). Where its box does
+  // not apply (G % 64 != 0): the bulk-copy T16H8b at
   // T <= 8 (sweep 36: DeepSeek T = 1 2.01 against 2.20 us for T16H8, T = 8 2.18 against 2.28, at
   // T = 16 behind, 2.39 against 2.33), T16H8 beyond and where neither applies (K > 8192), as the
   // fallbacks below provide.

@@ -16,7 +16,9 @@ namespace dsa_indexer::cuda {
 // for three and two CTAs per SM; kT128H64Ws streams the weight through the ring with x instead of
 // keeping it resident, and so do kT64H64WsX2 and kT64H32WsX2, small enough for two CTAs per SM.
 // kT16H8TmaW, kT16H16TmaW and kT16H32s1TmaW are kT16H8, kT16H16 and kT16H32s1 taking their weight
-// slice by TMA (one 3-D box of the whole K group) instead of cp.async.
+// slice by TMA (one 3-D box of the whole K group) instead of cp.async; kT16H8TmaX, kT16H16TmaX and
+// kT16H32s1TmaX take x and the weight by TMA, one box per chunk, each warp waiting for its own
+// chunk only (K <= 8192).
 // The instantiated tiles, one X(name) each, the Sm90Tile enumerator without its k. The enum, the
 // list of all tiles, the per-tile entry points and their dispatch (sm90_logits_head_gate.cpp) are
 // generated from it, and CMakeLists.txt reads it to compile one translation unit per tile.
