@@ -209,16 +209,16 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     // box), ahead of every other decode choice there (version 58's sweep, weight from HBM: DeepSeek
     // T = 64 2.96 against 3.30 us for T16H32s1, T = 112 3.49 against 3.68; GLM T = 128 2.79 against
     // 3.19, T = 224 3.10 against 3.68). Below 8 the 16-head tiles, whose grid then fits twice, go
-    // first (DeepSeek T = 48: T16H16TmaW 2.83 us, as T16H32s1TmaW); from 16 clusters on, without a
-    // static weight, T64H32WsX2 (below).
+    // first (DeepSeek T = 48: T16H16TmaW 2.83 us, as T16H32s1TmaW); beyond, without a static weight,
+    // T64H32WsX2 (below).
     // Its twin taking x and the weight by TMA chunk by chunk goes first where it applies (K <= 8192;
     // version 59's sweep, weight from HBM: DeepSeek T = 64 / 96 2.90 / 3.30 us against 2.95 / 3.44
-    // for T16H32s1TmaW, GLM T = 128 2.69 against 2.77). At 16 clusters, one past both grids fitting,
-    // it was even with T64H32WsX2 (DeepSeek T = 128 4.16-4.21 against 4.07-4.21, GLM T = 256 3.64
-    // against 3.71-3.83), and behind from there (DeepSeek T = 160 4.50 against 4.36).
+    // for T16H32s1TmaW, GLM T = 128 2.69 against 2.77), up to one cluster past half the resident
+    // ones (version 60's sweep: at 16 of 30, DeepSeek T = 128 4.07 against 4.09 for T64H32WsX2,
+    // GLM T = 256 3.61 against 3.72; at 20, DeepSeek T = 160, even, 4.38).
     const bool tx32 = h32 && cuda::sm90_tile_fits(Sm90Tile::kT16H32s1TmaX, k, dev.device);
     const bool tw32 = h32 && cuda::sm90_tile_fits(Sm90Tile::kT16H32s1TmaW, k, dev.device);
-    if (tx32 && need32 >= 8 && 2 * need32 <= cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1TmaX, k, dev.device)) {
+    if (tx32 && need32 >= 8 && 2 * need32 <= cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1TmaX, k, dev.device) + 2) {
       return Sm90Tile::kT16H32s1TmaX;
     }
     if (tw32 && need32 >= 8 && 2 * need32 <= cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1TmaW, k, dev.device)) {

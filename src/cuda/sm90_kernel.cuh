@@ -685,8 +685,11 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
     }
   };
   Cursor ahead;  // the next wave to load (decode tiles; prefill tiles' producer keeps its own)
-  // Bulk tiles with one slot load their first wave here too: the slot is free.
-  constexpr int kPrologueWaves = kPrefill ? 0 : kBulk ? (kSlots > 1 ? kSlots - 1 : 1) : kSlots - 1;
+  // Bulk and chunk-by-TMA tiles with one slot load their first wave here too: the slot is free, and
+  // the copies go out before the setup below (T16H32s1tx: x issued 459 cycles after the wait when
+  // its first wave was loaded in the main loop, version 59's timeline).
+  constexpr bool kEarlyFirstWave = kBulk || kTmaX;
+  constexpr int kPrologueWaves = kPrefill ? 0 : kEarlyFirstWave ? (kSlots > 1 ? kSlots - 1 : 1) : kSlots - 1;
 #pragma unroll 1
   for (int s = 0; s < kPrologueWaves; ++s) {
     if (s < num_waves) load_wave(ahead);
@@ -1010,11 +1013,13 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
         DSA_TL(tid == 0 && s == 0, 2);
         mbar_wait_parity(slot_full + 8 * cur.slot, cur.phase);
       } else if constexpr (kTmaX) {
-        // The slot refilled here (wave s with one slot, s + 1 with two) was last read by the wave
-        // before s, whose readers are past the barrier that followed their partial stores. Each
-        // warp then waits for its own chunk only: chunk c's MMAs overlap the later chunks' copies.
-        if (kSlots == 1 || s + kSlots - 1 < num_waves) load_wave(ahead);
-        ahead.advance(waves_per_tile);
+        // The slot refilled here (wave s with one slot, s + 1 with two; the prologue loaded wave
+        // 0) was last read by the wave before s, whose readers are past the barrier that followed
+        // their partial stores. Each warp then waits for its own chunk only.
+        if (kSlots == 1 ? s > 0 : s + kSlots - 1 < num_waves) {
+          load_wave(ahead);
+          ahead.advance(waves_per_tile);
+        }
         if (chunk0 + warp_chunk < nchunks) {
           if (s == 0) mbar_wait_parity(w_full + 8 * warp_chunk, 0);
           mbar_wait_parity(slot_full + 8 * (cur.slot * kSlotBars + warp_chunk), cur.phase);
