@@ -1081,10 +1081,11 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
         if (e < kBlockT * kBlockH / 2) {
           const int row = e / (kBlockH / 2), col = 2 * (e % (kBlockH / 2));
           if (wave_in_tile == 0) qd[i] = make_float2(0.f, 0.f);
-          // 8 and 16 heads (cp.async and chunk-by-TMA tiles): every partial's load first, then the
-          // adds in chunk order; a loop bounded by nvalid alone chained each add behind its own load
-          // (version 59: -0.1 to -0.15 us there; even at 32 heads, behind in the bulk-copy tile).
-          if constexpr (kBlockH <= 16 && !kBulk) {
+          // Every partial's load first, then the adds in chunk order: a loop bounded by nvalid alone
+          // chained each add behind its own load (versions 59 and 62: -0.1 to -0.15 us in the 8-,
+          // 16- and 32-head tiles; mixed in T16H32s1TmaW, -0.14 to +0.28; behind in the bulk-copy
+          // tile, which keeps the loop).
+          if constexpr (!kBulk) {
             float2 v[kWarpsK];
 #pragma unroll
             for (int c = 0; c < kWarpsK; ++c) {
