@@ -1276,11 +1276,11 @@ struct Config {
 // and two inbox buffers) are in NOTES.md.
 // T16H8b: T16H8 fed by 1-D bulk copies, one per row of the K group (NOTES.md version 35): faster
 // at the smallest T, where a CTA loads 8 weight rows and a few rows of x.
-// T16H16s1: T16H16 with one ring slot (74 KB, 69 registers), so three CTAs fit per SM and a grid
+// T16H16s1: T16H16 with one ring slot (74 KB, 80 registers), so three CTAs fit per SM and a grid
 // of up to 22 clusters still leaves room for the next kernel's (the dispatch uses it where that
 // count matters). One slot suits CTAs that run a single wave, as decode CTAs do: with more waves
 // nothing would be loading while a wave computes.
-// T16H32s1: 32 heads per CTA with one slot (112 KB at K = 7168, 91 registers: two CTAs per SM):
+// T16H32s1: 32 heads per CTA with one slot (112 KB at K = 7168, 109 registers: two CTAs per SM):
 // half the clusters of the 16-head tiles, each pulling half as many copies of x (version 34).
 // T16H8TmaW, T16H16TmaW, T16H32s1TmaW: T16H8, T16H16 and T16H32s1 taking their weight slice by TMA
 // in one instruction (a 3-D box of the whole K group), so that x's copies are issued at once
