@@ -1002,25 +1002,21 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
       const int wave_in_tile = cur.wave;
       const int chunk0 = wave_in_tile * kChunksPerWave;
       if (wave_in_tile == 0) begin_tile(tile_i);
-      if constexpr (kBulk) {
-        // The slot refilled here was last read by wave s - 1, whose readers are past the barrier
-        // that followed their partial stores. Every thread then waits for the copies itself.
-        if (kSlots == 1 ? s > 0 : s + kSlots - 1 < num_waves) {
-          load_wave(ahead);
-          ahead.advance(waves_per_tile);
-        }
-        if (s == 0) mbar_wait_parity(w_full, 0);
-        DSA_TL(tid == 0 && s == 0, 2);
-        mbar_wait_parity(slot_full + 8 * cur.slot, cur.phase);
-      } else if constexpr (kTmaX) {
+      if constexpr (kEarlyFirstWave) {
         // The slot refilled here (wave s with one slot, s + 1 with two; the prologue loaded wave
         // 0) was last read by the wave before s, whose readers are past the barrier that followed
-        // their partial stores. Each warp then waits for its own chunk only.
+        // their partial stores.
         if (kSlots == 1 ? s > 0 : s + kSlots - 1 < num_waves) {
           load_wave(ahead);
           ahead.advance(waves_per_tile);
         }
-        if (chunk0 + warp_chunk < nchunks) {
+        if constexpr (kBulk) {
+          // Every thread waits for the copies itself.
+          if (s == 0) mbar_wait_parity(w_full, 0);
+          DSA_TL(tid == 0 && s == 0, 2);
+          mbar_wait_parity(slot_full + 8 * cur.slot, cur.phase);
+        } else if (chunk0 + warp_chunk < nchunks) {
+          // Chunks by TMA: each warp waits for its own chunk only.
           if (s == 0) mbar_wait_parity(w_full + 8 * warp_chunk, 0);
           mbar_wait_parity(slot_full + 8 * (cur.slot * kSlotBars + warp_chunk), cur.phase);
         }
