@@ -102,7 +102,8 @@ struct Choice {
 //   counts (decode below), so that 4-30 clusters pull the weight in parallel. x comes by cp.async,
 //   the weight slice by one TMA instruction (a 3-D box of the whole K group, version 58) unless a
 //   static weight is copied before the previous kernel ends; from 16 clusters of 32 heads on, the
-//   mid-T tiles take over (version 58).
+//   mid-T tiles take over (version 58), except at H > 32 while a round of 32-token tiles holds
+//   the grid (version 65).
 //   The benchmark, where the weight comes from HBM, penalises more heads per CTA more than the
 //   sweep, where it stays in L2 (NOTES.md version 25): 16 heads are taken only where the sweep has
 //   them ahead by far more than that (DeepSeek T = 32: 2.46 against 3.06 us).
@@ -122,7 +123,8 @@ struct Choice {
 //   (`mid` below).
 // Tried and lost (numbers in NOTES.md): mma.sync prefill tiles, cp.async feeding wgmma, two chunks
 // per ring slot, two warpgroups splitting the heads of a 64 x 64 tile, L2 prefetch of x ahead of
-// the ring, 32- and 64-token decode tiles with one wave per tile (again in version 58: T32H32s1),
+// the ring, 32- and 64-token decode tiles with one wave per tile fed by cp.async (again in version
+// 58: T32H32s1; version 65's 32-token tile takes its chunks by TMA),
 // a 32-token decode tile writing its chunk partials over its x slot, one-slot 16-head tiles with a
 // TMA weight, prefill waves in one 3-D box (version 58).
 Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
@@ -218,6 +220,25 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     // GLM T = 256 3.61 against 3.72; at 20, DeepSeek T = 160, even, 4.38).
     const bool tx32 = h32 && cuda::sm90_tile_fits(Sm90Tile::kT16H32s1TmaX, k, dev.device);
     const bool tw32 = h32 && cuda::sm90_tile_fits(Sm90Tile::kT16H32s1TmaW, k, dev.device);
+    // At H > 32, where T16H32s1TmaX's grid no longer fits twice (with a static weight: from two
+    // thirds of the resident clusters on): 32 tokens a tile, chunks by TMA, while its grid (half
+    // the clusters, one CTA per SM) runs in one round with a cluster to spare. Each CTA pulls
+    // 115 KB instead of 86, but all CTAs together pull a third less through L2, which bounds the
+    // 16-token tiles' loads there (version 65's sweep, weight from HBM: DeepSeek T = 120 / 128 /
+    // 160 / 192 / 224 3.71 / 3.74 / 4.03 / 4.21 / 4.39 us against 3.97 / 4.00 / 4.27 / 4.62 / 4.83
+    // for T16H32s1TmaX and 4.15 / 4.16 / 4.35 / 4.54 / 4.56 for T64H32WsX2, at T = 112 behind,
+    // 3.67 against 3.29; static T = 160 / 192 / 224 3.48 / 3.79 / 4.06 against 3.58 / 4.01 / 4.36
+    // and 4.30 / 4.54 / 4.56, at T = 144 behind, 3.44 against 3.38; at T = 256, 16 clusters, two
+    // rounds: 5.94 against 4.71 for T64H32WsX2). Not at H <= 32: at GLM's shape it was behind at
+    // every T (T = 256: 3.59 against 3.45).
+    if (k.H > 32 && cuda::sm90_tile_fits(Sm90Tile::kT32H32s1TmaX, k, dev.device)) {
+      const std::int64_t clusters = ((k.H + 31) / 32) * ((k.T + 31) / 32);
+      const int tx_max = cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1TmaX, k, dev.device);
+      const bool crowded = k.static_weight ? 3 * need32 >= 2 * tx_max : 2 * need32 > tx_max;
+      if (crowded && clusters < cuda::sm90_tile_max_clusters(Sm90Tile::kT32H32s1TmaX, k, dev.device)) {
+        return Sm90Tile::kT32H32s1TmaX;
+      }
+    }
     if (tx32 && need32 >= 8 && 2 * need32 <= cuda::sm90_tile_max_clusters(Sm90Tile::kT16H32s1TmaX, k, dev.device) + 2) {
       return Sm90Tile::kT16H32s1TmaX;
     }

@@ -1288,6 +1288,10 @@ struct Config {
 // so that a warp's MMAs start once its own chunk has landed (version 59): ahead from T = 9 on, at
 // every T the 32-head tile runs, and with a static weight too; behind at T = 1, where the slice of
 // one box and x's few rows by cp.async cost less.
+// T32H32s1TmaX: 32 tokens a tile, the one-slot 32-head TmaX tile's twin (172 KB at K = 7168: one CTA
+// per SM, 138 registers; each warp runs its chunk's chain for both 16-row halves, so a weight
+// fragment is read once for two MMAs): where the 16-token grid no longer fits twice, half its
+// clusters pull a third fewer bytes through L2 (version 65).
 // T64H64WsX2, T64H32WsX2: 64-token prefill tiles whose ring carries the weight chunk beside the x
 // chunk (no weight slice to load before the first wave) with one inbox buffer, 113 and 105 KB, so
 // two CTAs fit per SM: for grids small enough that the next kernel's fits beside them (version 42).
@@ -1302,6 +1306,7 @@ using ConfigT16H32s1TmaW = Config<16, 32, 1, 1, 8, 1, false, false, 2, 2, false,
 using ConfigT16H8TmaX = Config<16, 8, 1, 1, 8, 2, false, false, 2, 1, false, false, true>;
 using ConfigT16H16TmaX = Config<16, 16, 1, 1, 8, 2, false, false, 2, 1, false, false, true>;
 using ConfigT16H32s1TmaX = Config<16, 32, 1, 1, 8, 1, false, false, 2, 2, false, false, true>;
+using ConfigT32H32s1TmaX = Config<32, 32, 1, 1, 8, 1, false, false, 2, 1, false, false, true>;
 using ConfigT32H32 = Config<32, 32, 2, 1, 4, 2>;
 using ConfigT64H16Tma = Config<64, 16, 4, 1, 1, 4, true>;
 using ConfigT64H32Tma = Config<64, 32, 4, 1, 1, 4, true>;

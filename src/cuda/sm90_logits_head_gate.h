@@ -18,13 +18,13 @@ namespace dsa_indexer::cuda {
 // kT16H8TmaW, kT16H16TmaW and kT16H32s1TmaW are kT16H8, kT16H16 and kT16H32s1 taking their weight
 // slice by TMA (one 3-D box of the whole K group) instead of cp.async; kT16H8TmaX, kT16H16TmaX and
 // kT16H32s1TmaX take x and the weight by TMA, one box per chunk, each warp waiting for its own
-// chunk only (K <= 8192).
+// chunk only (K <= 8192); kT32H32s1TmaX is the last with 32-token tiles.
 // The instantiated tiles, one X(name) each, the Sm90Tile enumerator without its k. The enum, the
 // list of all tiles, the per-tile entry points and their dispatch (sm90_logits_head_gate.cpp) are
 // generated from it, and CMakeLists.txt reads it to compile one translation unit per tile.
 #define DSA_SM90_TILES(X)                                                                            \
   X(T16H8) X(T16H8b) X(T16H8TmaW) X(T16H16) X(T16H16TmaW) X(T16H16s1) X(T16H32s1) X(T16H32s1TmaW) \
-  X(T16H8TmaX) X(T16H16TmaX) X(T16H32s1TmaX)                                                    \
+  X(T16H8TmaX) X(T16H16TmaX) X(T16H32s1TmaX) X(T32H32s1TmaX)                                    \
   X(T32H32) X(T64H16Tma) X(T64H32Tma) X(T64H64Tma) X(T128H32Tma) X(T128H64Ws) X(T64H64WsX2) X(T64H32WsX2)
 
 #define DSA_SM90_TILE_ENUMERATOR(name) k##name,

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <iterator>
 #include <string>
@@ -236,13 +237,13 @@ TEST_P(BackendTest, DeterministicAcrossCalls) {
 // static_weight changes when the sm_90a kernels read the weight (before the previous kernel has
 // finished), never the result: bitwise the default call's output at every tile the flag makes the
 // dispatch choose (decode T16H16 from T = 1, T16H32s1 first or its TMA-weight twin from 8
-// clusters, T64H64Tma instead of the streamed T64H64WsX2), and at shapes no fast tile takes. The
-// CPU backend ignores the flag.
+// clusters, the 32-token tile taking its chunks by TMA at T = 160, T64H64Tma instead of the
+// streamed T64H64WsX2), and at shapes no fast tile takes. The CPU backend ignores the flag.
 TEST_P(BackendTest, StaticWeightGivesTheSameBits) {
   for (const Shape s : {Shape{1, 64, 7168}, Shape{16, 64, 7168}, Shape{48, 64, 7168}, Shape{64, 64, 7168},
-                        Shape{128, 32, 6144}, Shape{200, 64, 7168}, Shape{256, 64, 7168}, Shape{384, 64, 7168},
-                        Shape{512, 64, 7168}, Shape{1024, 32, 6144}, Shape{4096, 64, 7168}, Shape{5, 64, 2560},
-                        Shape{77, 17, 257}}) {
+                        Shape{128, 32, 6144}, Shape{160, 64, 7168}, Shape{200, 64, 7168}, Shape{256, 64, 7168},
+                        Shape{384, 64, 7168}, Shape{512, 64, 7168}, Shape{1024, 32, 6144}, Shape{4096, 64, 7168},
+                        Shape{5, 64, 2560}, Shape{77, 17, 257}}) {
     if (!is_cuda(GetParam()) && s.T > 512) continue;  // the CPU backend ignores the flag anyway
     Problem P(s.T, s.H, s.K, seed_for(s.T, s.H, s.K, 23));
     Runner run(GetParam(), P);
@@ -497,24 +498,29 @@ TEST_P(CudaTest, FastPathBitwiseEqualsPortable) {
   // blocks): the bulk-copy decode tile and its cp.async twin. T = 33 at H = 64 and T = 20 at K =
   // 2560 (the last chunk's boxes reach into the next group, or past K): the 16-head tile taking its
   // chunks by TMA; T = 40 at H = 32, K = 8704: the 16-head tile with its weight slice by TMA. T =
-  // 256 at H = 16: the one-slot 16 x 16 decode tile (16 clusters); T = 200 at H = 64, K = 2560
-  // (short last chunk, no TMA tile): the one-slot 32-head tile (26 clusters); T = 64 at H = 64 and
+  // 256 at H = 16: the one-slot 16 x 16 decode tile (16 clusters); T = 240 at H = 64, K = 2560
+  // (short last chunk, no prefill tile): the one-slot 32-head tile (30 clusters); T = 64 at H = 64 and
   // T = 90 at H = 40, K = 2560 (a partial head tile, a short last chunk): its twin taking its chunks
   // by TMA (8 and 12 clusters). The mid-T tiles that stream the weight, two CTAs per SM: 64 heads at T = 700,
   // H = 64 (11 clusters, a 60-row last tile) and at T = 400, H = 96, K = 2048 (a partial head
   // tile, two waves per tile); 32 heads at T = 300, H = 80 (a half head tile), T = 500, GLM's shape
-  // (a 52-row last tile), and where T16H32s1's grid no longer fits twice: T = 200 at H = 64,
-  // T = 250 at H = 32 and T = 50 at H = 128 (8, 4 and 4 clusters).
+  // (a 52-row last tile), and where neither T16H32s1's grid fits twice nor the 32-token tile's
+  // once: T = 240 at H = 64 (8 clusters, a 48-row last tile). T = 250 at H = 32: the one-slot 32-head tile by TMA at 16 clusters. The 32-token
+  // decode tile taking its chunks by TMA: T = 150 at H = 64 (10 clusters, a 22-row last tile), at
+  // K = 7680 (G = 960: the last chunk's box reaches into the next group), T = 100 at H = 80 (a half
+  // head tile) and T = 50 at H = 128, K = 1024 (one chunk). Each shape's tile is printed (which
+  // tile a shape reaches depends on the GPU's occupancy).
   for (const Shape s : {Shape{1, 64, 7168}, Shape{5, 64, 2560}, Shape{12, 64, 7168}, Shape{33, 64, 7168},
-                        Shape{64, 64, 7168}, Shape{200, 64, 7168}, Shape{256, 16, 2048}, Shape{700, 64, 7168},
+                        Shape{64, 64, 7168}, Shape{240, 64, 7168}, Shape{256, 16, 2048}, Shape{700, 64, 7168},
                         Shape{400, 96, 2048}, Shape{300, 80, 7168}, Shape{500, 32, 6144},
                         Shape{5000, 64, 7168}, Shape{10241, 64, 7168}, Shape{100, 32, 6144}, Shape{250, 32, 6144},
                         Shape{3000, 32, 6144}, Shape{50, 128, 1024}, Shape{20, 64, 2560}, Shape{700, 64, 2560},
                         Shape{300, 32, 1536}, Shape{10300, 96, 2048}, Shape{10300, 64, 1024}, Shape{90, 40, 2560},
-                        Shape{200, 64, 2560}, Shape{5, 64, 1152}, Shape{12, 64, 1152}, Shape{20, 32, 8704},
-                        Shape{40, 32, 8704}}) {
+                        Shape{240, 64, 2560}, Shape{5, 64, 1152}, Shape{12, 64, 1152}, Shape{20, 32, 8704},
+                        Shape{40, 32, 8704}, Shape{150, 64, 7168}, Shape{150, 64, 7680}, Shape{100, 80, 7168}}) {
     Problem P(s.T, s.H, s.K, seed_for(s.T, s.H, s.K, 72));
     Runner fast(Backend::kCudaAuto, P);
+    std::printf("  %s\n", dsa_indexer::describe_cuda_dispatch(fast.params()).c_str());
     fast.call();
     const std::vector<float> a = fast.download();
     Runner portable(Backend::kCudaPortable, P);
