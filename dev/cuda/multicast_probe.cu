@@ -31,9 +31,8 @@
 #include "dev_timing.h"
 
 namespace dsa_indexer::cuda {
-// Defined in sm90_logits_head_gate.cpp (the library is linked statically): the
-// decode tiles' 3-D map.
-CUtensorMap make_block_tensor_map(const std::uint16_t *base, int K, std::int64_t rows, std::int64_t ld, int box_rows,
+// Defined in sm90_logits_head_gate.cpp (the library is linked statically): the decode tiles' 3-D map.
+CUtensorMap make_block_tensor_map(const std::uint16_t* base, int K, std::int64_t rows, std::int64_t ld, int box_rows,
                                   int box_blocks);
 }  // namespace dsa_indexer::cuda
 
@@ -44,222 +43,185 @@ constexpr int kGroupBytes = 1792, kPitch = 1808, kRowBytes = 14336, kHeads = 64,
 
 enum Mode { kOwn8 = 0, kOwn16 = 1, kWeightMulticast = 2, kXMulticast = 3 };
 
-__device__ __forceinline__ unsigned cluster_rank() {
-  unsigned r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return r;
-}
+// Where a CTA's bytes come from: its token tile, head block and K group, and which CTA of its
+// group's pair it is (clusters of 16).
+struct Place {
+  int tt, hb, group, pair;
+};
 
-__device__ __forceinline__ void bulk_row(unsigned dst, const unsigned char *src, unsigned bar, unsigned short mask,
-                                         bool multicast) {
-  if (multicast) {
-    asm volatile(
-        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::"
-        "bytes.multicast::cluster [%0], [%1], %2, [%3], "
-        "%4;\n" ::"r"(dst),
-        "l"(src), "r"(kGroupBytes), "r"(bar), "h"(mask)
-        : "memory");
-  } else {
-    asm volatile(
-        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::"
-        "bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
-        "l"(src), "r"(kGroupBytes), "r"(bar)
-        : "memory");
-  }
-}
-
-__global__ void __launch_bounds__(256)
-    load_kernel(const unsigned char *w, const unsigned char *x, int T, int mode, unsigned *out) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  __shared__ __align__(8) unsigned long long bar;
-  const unsigned bar_addr = static_cast<unsigned>(__cvta_generic_to_shared(&bar));
-  const bool multicast = mode == kWeightMulticast || mode == kXMulticast;
+__device__ __forceinline__ Place place(int T, int mode) {
+  unsigned rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
   const int ntt = T / kTokensPerCta;
-  const int csize = mode == kOwn8 ? 8 : 16;
-  const int cl = blockIdx.x / csize;
-  const int rank = static_cast<int>(cluster_rank());
-  const int group = rank % 8,
-            pair = rank / 8;  // pair: which of the two CTAs of a group (clusters of 16)
-  int tt, hb;
+  const int cl = blockIdx.x / (mode == kOwn8 ? 8 : 16);
+  Place p{0, 0, static_cast<int>(rank % 8), static_cast<int>(rank / 8)};
   if (mode == kOwn8) {
-    tt = cl % ntt, hb = cl / ntt;
+    p.tt = cl % ntt, p.hb = cl / ntt;
   } else if (mode == kXMulticast) {
-    tt = cl, hb = pair;  // H = 64: the two head blocks of a token tile
+    p.tt = cl, p.hb = p.pair;  // H = 64: the two head blocks of a token tile
   } else {
-    tt = 2 * (cl % (ntt / 2)) + pair, hb = cl / (ntt / 2);
+    p.tt = 2 * (cl % (ntt / 2)) + p.pair, p.hb = cl / (ntt / 2);
   }
-  // Rows this CTA issues: [w0, w0 + wn) of the weight, [x0, x0 + xn) of x (row
-  // indices into the CTA's 32 + 16 destination rows: weight rows 0..31, x
-  // rows 32..47).
-  int w0 = 0, wn = kHeadsPerCta, x0 = 0, xn = kTokensPerCta;
-  if (mode == kWeightMulticast) w0 = pair * (kHeadsPerCta / 2), wn = kHeadsPerCta / 2;
-  if (mode == kXMulticast) x0 = pair * (kTokensPerCta / 2), xn = kTokensPerCta / 2;
-  const unsigned char *wsrc = w + static_cast<size_t>(hb * kHeadsPerCta) * kRowBytes + group * kGroupBytes;
-  const unsigned char *xsrc = x + static_cast<size_t>(tt * kTokensPerCta) * kRowBytes + group * kGroupBytes;
-  const int t = threadIdx.x;  // thread t issues (and prefetches) row t of the
-                              // ones this CTA issues
+  return p;
+}
+
+__device__ __forceinline__ unsigned short pair_mask(const Place& p) {
+  return static_cast<unsigned short>((1u << p.group) | (1u << (p.group + 8)));
+}
+
+__device__ __forceinline__ void bar_init(unsigned bar) {
   if (threadIdx.x == 0) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar_addr) : "memory");
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar) : "memory");
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  if (t < wn) {
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(wsrc + static_cast<size_t>(w0 + t) * kRowBytes),
-                 "r"(kGroupBytes)
-                 : "memory");
-  } else if (t < wn + xn) {
-    asm volatile(
-        "cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(xsrc + static_cast<size_t>(x0 + t - wn) * kRowBytes),
-        "r"(kGroupBytes)
-        : "memory");
-  }
+}
+
+// After the prefetches: wait for the previous launch and release the next, as the kernel does. The
+// multicast ways also meet their cluster, so that no multicast lands on a peer's mbarrier before
+// its init. Then thread 0 posts the CTA's bytes; the tx-count may go below zero until then (the
+// phase cannot complete before thread 0's arrival), so the copies need not wait for it.
+__device__ __forceinline__ void start(unsigned bar, bool multicast, unsigned bytes) {
   if (multicast) asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   if (multicast) asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
   __syncthreads();  // the mbarrier's init before the arrival
-  const unsigned base = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  const unsigned short mask = static_cast<unsigned short>((1u << group) | (1u << (group + 8)));
-  // The tx-count may go below zero until the expected bytes are posted: the
-  // phase cannot complete before thread 0's arrival, so the copies need not
-  // wait for it.
-  if (t == 0) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar_addr),
-                 "r"((kHeadsPerCta + kTokensPerCta) * kGroupBytes)
-                 : "memory");
+  if (threadIdx.x == 0) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
   }
-  if (t < wn) {
-    bulk_row(base + (w0 + t) * kPitch, wsrc + static_cast<size_t>(w0 + t) * kRowBytes, bar_addr, mask,
-             mode == kWeightMulticast);
-  } else if (t < wn + xn) {
-    const int r = x0 + t - wn;
-    bulk_row(base + (kHeadsPerCta + r) * kPitch, xsrc + static_cast<size_t>(r) * kRowBytes, bar_addr, mask,
-             mode == kXMulticast);
-  }
+}
+
+// Waits for the CTA's bytes (a lost copy traps after ~2 s instead of hanging the run), reads a word
+// every `stride` bytes as the chains would, then meets the cluster as the reduction would.
+__device__ __forceinline__ void finish(unsigned bar, const unsigned char* smem, int stride, int T, unsigned* out) {
   unsigned done = 0;
-  const long long start = clock64();
+  const long long t0 = clock64();
   while (!done) {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 "
-        "p, [%1], 0;\n selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar_addr)
-        : "memory");
-    if (clock64() - start > 4000000000LL) __trap();  // ~2 s: a lost copy fails the run instead of hanging it
+    asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\n selp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done)
+                 : "r"(bar)
+                 : "memory");
+    if (clock64() - t0 > 4000000000LL) __trap();
   }
-  // Read a word of every row (as the chains would), then meet the cluster (as
-  // the reduction would).
-  unsigned acc = 0;
-  if (threadIdx.x < kHeadsPerCta + kTokensPerCta)
-    acc = reinterpret_cast<const unsigned *>(smem + threadIdx.x * kPitch)[1];
+  const unsigned acc = *reinterpret_cast<const unsigned*>(smem + threadIdx.x * stride + 4);
   asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
   asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
   if (acc == static_cast<unsigned>(T)) out[blockIdx.x] = acc;  // never true (bytes are 1): keeps the read
 }
 
-// The same loads as the decode tiles issue them since version 59: per
-// 128-column chunk one 3-D box of the weight (32 rows x 2 blocks of 64 columns,
-// 8 KB) and one of x (16 rows, 4 KB), issued by the first thread of warp c for
-// chunk c, 128-byte swizzle, all on one mbarrier. The multicast ways give the
-// chunks of the shared operand alternately to the two CTAs of a group (even
-// chunks to the first).
-constexpr int kChunks = 7, kWBox = kHeadsPerCta * 256, kXBox = kTokensPerCta * 256;
-
-__device__ __forceinline__ void box(unsigned dst, const CUtensorMap *map, int row, int block, unsigned bar,
-                                    unsigned short mask, bool multicast) {
+// Rows of 1792 bytes at a pitch of 1808, one 1-D bulk copy each: weight rows 0-31, x rows 32-47.
+__device__ __forceinline__ void bulk_row(unsigned dst, const unsigned char* src, unsigned bar, unsigned short mask,
+                                         bool multicast) {
   if (multicast) {
     asm volatile(
-        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::"
-        "complete_tx::bytes.multicast::cluster [%0], [%1, "
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1], %2, [%3], "
+        "%4;\n" ::"r"(dst),
+        "l"(src), "r"(kGroupBytes), "r"(bar), "h"(mask)
+        : "memory");
+  } else {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+                 "l"(src), "r"(kGroupBytes), "r"(bar)
+                 : "memory");
+  }
+}
+
+constexpr int kRowSmem = (kHeadsPerCta + kTokensPerCta) * kPitch;
+
+__global__ void __launch_bounds__(256)
+    row_kernel(const unsigned char* w, const unsigned char* x, int T, int mode, unsigned* out) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  __shared__ __align__(8) unsigned long long bar_word;
+  const unsigned bar = static_cast<unsigned>(__cvta_generic_to_shared(&bar_word));
+  const Place p = place(T, mode);
+  // Rows this CTA issues (thread t the t-th of them): [w0, w0 + wn) of the weight's 32, then
+  // [x0, x0 + xn) of x's 16.
+  int w0 = 0, wn = kHeadsPerCta, x0 = 0, xn = kTokensPerCta;
+  if (mode == kWeightMulticast) w0 = p.pair * (kHeadsPerCta / 2), wn = kHeadsPerCta / 2;
+  if (mode == kXMulticast) x0 = p.pair * (kTokensPerCta / 2), xn = kTokensPerCta / 2;
+  const int t = threadIdx.x;
+  const bool is_w = t < wn, is_x = !is_w && t < wn + xn;
+  const int r = is_w ? w0 + t : x0 + t - wn;  // the row among the operand's
+  const unsigned char* src = is_w ? w + static_cast<size_t>(p.hb * kHeadsPerCta + r) * kRowBytes
+                                  : x + static_cast<size_t>(p.tt * kTokensPerCta + r) * kRowBytes;
+  src += p.group * kGroupBytes;
+  bar_init(bar);
+  if (is_w || is_x)
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src), "r"(kGroupBytes) : "memory");
+  start(bar, mode == kWeightMulticast || mode == kXMulticast, kRowSmem / kPitch * kGroupBytes);
+  const unsigned base = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  if (is_w || is_x) {
+    bulk_row(base + (is_w ? r : kHeadsPerCta + r) * kPitch, src, bar, pair_mask(p),
+             mode == (is_w ? kWeightMulticast : kXMulticast));
+  }
+  finish(bar, smem, threadIdx.x < kHeadsPerCta + kTokensPerCta ? kPitch : 0, T, out);
+}
+
+// The same loads as the decode tiles issue them since version 59: per 128-column chunk one 3-D box
+// of the weight (32 rows x 2 blocks of 64 columns, 8 KB) and one of x (16 rows, 4 KB), issued by
+// the first thread of warp c for chunk c, 128-byte swizzle, all on one mbarrier. The multicast ways
+// give the chunks of the shared operand alternately to the two CTAs of a group (even chunks to the
+// first).
+constexpr int kChunks = 7, kWBox = kHeadsPerCta * 256, kXBox = kTokensPerCta * 256;
+constexpr int kBoxSmem = kChunks * (kWBox + kXBox) + 1024;
+
+__device__ __forceinline__ void box(unsigned dst, const CUtensorMap* map, int row, int block, unsigned bar,
+                                    unsigned short mask, bool multicast) {
+  const auto m = reinterpret_cast<std::uint64_t>(map);
+  if (multicast) {
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, "
         "{%2, %3, %4}], [%5], %6;\n" ::"r"(dst),
-        "l"(reinterpret_cast<std::uint64_t>(map)), "r"(0), "r"(row), "r"(block), "r"(bar), "h"(mask)
+        "l"(m), "r"(0), "r"(row), "r"(block), "r"(bar), "h"(mask)
         : "memory");
   } else {
     asm volatile(
-        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::"
-        "bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
-        "l"(reinterpret_cast<std::uint64_t>(map)), "r"(0), "r"(row), "r"(block), "r"(bar)
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
+        "[%5];\n" ::"r"(dst),
+        "l"(m), "r"(0), "r"(row), "r"(block), "r"(bar)
         : "memory");
   }
+}
+
+__device__ __forceinline__ void prefetch_box(const CUtensorMap* map, int row, int block) {
+  asm volatile(
+      "cp.async.bulk.prefetch.tensor.3d.L2.global [%0, {%1, %2, %3}];\n" ::"l"(reinterpret_cast<std::uint64_t>(map)),
+      "r"(0), "r"(row), "r"(block)
+      : "memory");
 }
 
 __global__ void __launch_bounds__(256)
     box_kernel(const __grid_constant__ CUtensorMap wmap, const __grid_constant__ CUtensorMap xmap, int T, int mode,
-               unsigned *out) {
+               unsigned* out) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  __shared__ __align__(8) unsigned long long bar;
-  const unsigned bar_addr = static_cast<unsigned>(__cvta_generic_to_shared(&bar));
-  const bool multicast = mode == kWeightMulticast || mode == kXMulticast;
-  const int ntt = T / kTokensPerCta;
-  const int cl = blockIdx.x / (mode == kOwn8 ? 8 : 16);
-  const int rank = static_cast<int>(cluster_rank());
-  const int group = rank % 8, pair = rank / 8;
-  int tt, hb;
-  if (mode == kOwn8) {
-    tt = cl % ntt, hb = cl / ntt;
-  } else if (mode == kXMulticast) {
-    tt = cl, hb = pair;
-  } else {
-    tt = 2 * (cl % (ntt / 2)) + pair, hb = cl / (ntt / 2);
-  }
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int block0 = group * 2 * kChunks + 2 * warp;  // first 64-column block of chunk `warp`
-  const bool issues = warp < kChunks && lane == 0;
-  if (threadIdx.x == 0) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar_addr) : "memory");
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
+  __shared__ __align__(8) unsigned long long bar_word;
+  const unsigned bar = static_cast<unsigned>(__cvta_generic_to_shared(&bar_word));
+  const Place p = place(T, mode);
+  const int warp = threadIdx.x / 32;
+  const int block0 = p.group * 2 * kChunks + 2 * warp;  // first 64-column block of chunk `warp`
+  const bool issues = warp < kChunks && threadIdx.x % 32 == 0;
+  bar_init(bar);
   if (issues) {
-    asm volatile("cp.async.bulk.prefetch.tensor.3d.L2.global [%0, {%1, %2, %3}];\n" ::"l"(
-                     reinterpret_cast<std::uint64_t>(&wmap)),
-                 "r"(0), "r"(hb * kHeadsPerCta), "r"(block0)
-                 : "memory");
-    asm volatile("cp.async.bulk.prefetch.tensor.3d.L2.global [%0, {%1, %2, %3}];\n" ::"l"(
-                     reinterpret_cast<std::uint64_t>(&xmap)),
-                 "r"(0), "r"(tt * kTokensPerCta), "r"(block0)
-                 : "memory");
+    prefetch_box(&wmap, p.hb * kHeadsPerCta, block0);
+    prefetch_box(&xmap, p.tt * kTokensPerCta, block0);
   }
-  if (multicast) asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-  if (multicast) asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
-  __syncthreads();  // the mbarrier's init before the arrival
-  const unsigned base = (static_cast<unsigned>(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
-  const unsigned short mask = static_cast<unsigned short>((1u << group) | (1u << (group + 8)));
-  if (threadIdx.x == 0) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar_addr),
-                 "r"(kChunks * (kWBox + kXBox))
-                 : "memory");
-  }
+  start(bar, mode == kWeightMulticast || mode == kXMulticast, kChunks * (kWBox + kXBox));
+  const unsigned raw = static_cast<unsigned>(__cvta_generic_to_shared(smem_raw));
+  const unsigned base = (raw + 1023u) & ~1023u;  // the 128-byte swizzle's 1 KB alignment
   if (issues) {
-    const bool mine = warp % 2 == pair;  // multicast ways: this CTA issues the shared operand's chunk
+    const bool mine = warp % 2 == p.pair;  // multicast ways: this CTA issues the shared operand's chunk
     if (mode != kWeightMulticast || mine)
-      box(base + warp * kWBox, &wmap, hb * kHeadsPerCta, block0, bar_addr, mask, mode == kWeightMulticast);
+      box(base + warp * kWBox, &wmap, p.hb * kHeadsPerCta, block0, bar, pair_mask(p), mode == kWeightMulticast);
     if (mode != kXMulticast || mine)
-      box(base + kChunks * kWBox + warp * kXBox, &xmap, tt * kTokensPerCta, block0, bar_addr, mask,
+      box(base + kChunks * kWBox + warp * kXBox, &xmap, p.tt * kTokensPerCta, block0, bar, pair_mask(p),
           mode == kXMulticast);
   }
-  unsigned done = 0;
-  const long long start = clock64();
-  while (!done) {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 "
-        "p, [%1], 0;\n selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar_addr)
-        : "memory");
-    if (clock64() - start > 4000000000LL) __trap();
-  }
-  const unsigned char *smem = smem_raw + (base - static_cast<unsigned>(__cvta_generic_to_shared(smem_raw)));
-  unsigned acc = reinterpret_cast<const unsigned *>(smem)[threadIdx.x * 84];  // a word every 336 bytes
-  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
-  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-  if (acc == static_cast<unsigned>(T)) out[blockIdx.x] = acc;
+  finish(bar, smem_raw + (base - raw), 336, T, out);  // a word every 336 bytes
 }
 
-constexpr int kBoxSmem = kChunks * (kWBox + kXBox) + 1024;
-
-void launch_box(int T, int mode, bool cold, int index, const std::vector<CUtensorMap> &wmaps,
-                const std::vector<CUtensorMap> &xmaps, unsigned *out, cudaStream_t s) {
+// One launch: clusters of 8 (own8) or 16, 8 CTAs per token tile and head block, programmatic
+// dependent launch as the head gate's kernel.
+template <class K, class... Args>
+void launch(K kernel, int smem, int T, int mode, cudaStream_t s, Args... args) {
   cudaLaunchAttribute attrs[2] = {};
   attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attrs[0].val.programmaticStreamSerializationAllowed = 1;
@@ -270,33 +232,11 @@ void launch_box(int T, int mode, bool cold, int index, const std::vector<CUtenso
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(8 * (T / kTokensPerCta) * (kHeads / kHeadsPerCta));
   cfg.blockDim = dim3(256);
-  cfg.dynamicSmemBytes = kBoxSmem;
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
   cfg.attrs = attrs;
   cfg.numAttrs = 2;
-  const int region = cold ? index % kRegions : 0;
-  DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, box_kernel, wmaps[region], xmaps[region], T, mode, out));
-}
-
-void launch(int T, int mode, bool cold, int index, const unsigned char *w, const unsigned char *x, unsigned *out,
-            cudaStream_t s) {
-  cudaLaunchAttribute attrs[2] = {};
-  attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attrs[0].val.programmaticStreamSerializationAllowed = 1;
-  attrs[1].id = cudaLaunchAttributeClusterDimension;
-  attrs[1].val.clusterDim.x = mode == kOwn8 ? 8 : 16;
-  attrs[1].val.clusterDim.y = 1;
-  attrs[1].val.clusterDim.z = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(8 * (T / kTokensPerCta) * (kHeads / kHeadsPerCta));
-  cfg.blockDim = dim3(256);
-  cfg.dynamicSmemBytes = (kHeadsPerCta + kTokensPerCta) * kPitch;
-  cfg.stream = s;
-  cfg.attrs = attrs;
-  cfg.numAttrs = 2;
-  const size_t region = cold ? static_cast<size_t>(index % kRegions) : 0;
-  DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, load_kernel, w + region * kHeads * kRowBytes, x + region * kMaxT * kRowBytes,
-                                    T, mode, out));
+  DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
 }
 
 }  // namespace
@@ -306,38 +246,37 @@ int main() {
   DSA_CUDA_CHECK(cudaSetDevice(0));
   cudaDeviceProp prop;
   DSA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  DSA_CUDA_CHECK(cudaFuncSetAttribute(load_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      (kHeadsPerCta + kTokensPerCta) * kPitch));
-  DSA_CUDA_CHECK(cudaFuncSetAttribute(load_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+  DSA_CUDA_CHECK(cudaFuncSetAttribute(row_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kRowSmem));
+  DSA_CUDA_CHECK(cudaFuncSetAttribute(row_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
   DSA_CUDA_CHECK(cudaFuncSetAttribute(box_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBoxSmem));
   DSA_CUDA_CHECK(cudaFuncSetAttribute(box_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
   std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+  const size_t w_region = static_cast<size_t>(kHeads) * kRowBytes, x_region = static_cast<size_t>(kMaxT) * kRowBytes;
   unsigned char *w, *x;
-  unsigned *out;
-  DSA_CUDA_CHECK(cudaMalloc(&w, static_cast<size_t>(kRegions) * kHeads * kRowBytes));
-  DSA_CUDA_CHECK(cudaMalloc(&x, static_cast<size_t>(kRegions) * kMaxT * kRowBytes));
+  unsigned* out;
+  DSA_CUDA_CHECK(cudaMalloc(&w, kRegions * w_region));
+  DSA_CUDA_CHECK(cudaMalloc(&x, kRegions * x_region));
   DSA_CUDA_CHECK(cudaMalloc(&out, 8 * 64 * sizeof(unsigned)));
-  DSA_CUDA_CHECK(cudaMemset(w, 1, static_cast<size_t>(kRegions) * kHeads * kRowBytes));
-  DSA_CUDA_CHECK(cudaMemset(x, 1, static_cast<size_t>(kRegions) * kMaxT * kRowBytes));
+  DSA_CUDA_CHECK(cudaMemset(w, 1, kRegions * w_region));
+  DSA_CUDA_CHECK(cudaMemset(x, 1, kRegions * x_region));
   cudaStream_t s;
   DSA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   std::vector<CUtensorMap> wmaps, xmaps;
   for (int r = 0; r < kRegions; ++r) {
-    const auto *wr = reinterpret_cast<const std::uint16_t *>(w + static_cast<size_t>(r) * kHeads * kRowBytes);
-    const auto *xr = reinterpret_cast<const std::uint16_t *>(x + static_cast<size_t>(r) * kMaxT * kRowBytes);
+    const auto* wr = reinterpret_cast<const std::uint16_t*>(w + r * w_region);
+    const auto* xr = reinterpret_cast<const std::uint16_t*>(x + r * x_region);
     wmaps.push_back(
         dsa_indexer::cuda::make_block_tensor_map(wr, kRowBytes / 2, kHeads, kRowBytes / 2, kHeadsPerCta, 2));
     xmaps.push_back(
         dsa_indexer::cuda::make_block_tensor_map(xr, kRowBytes / 2, kMaxT, kRowBytes / 2, kTokensPerCta, 2));
   }
-  const char *names[] = {"own8", "own16", "w-mc", "x-mc"};
+  const char* names[] = {"own8", "own16", "w-mc", "x-mc"};
   for (bool boxes : {true, false}) {
     std::printf(
-        "\n== us per launch (graph replay of 20), loads of a 16 x 32 "
-        "decode tiling at K = 7168, H = 64, %s; "
+        "\n== us per launch (graph replay of 20), loads of a 16 x 32 decode tiling at K = 7168, H = 64, %s; "
         "best of 3 runs, A B C D order repeated ==\n%6s %5s",
         boxes ? "a 3-D box per chunk and operand (as the kernel)" : "a 1-D bulk copy per row", "T", "src");
-    for (const char *n : names) std::printf(" %8s", n);
+    for (const char* n : names) std::printf(" %8s", n);
     std::printf("   L2 -> SM MB (own / w-mc / x-mc)\n");
     for (int T : {32, 64, 128, 256}) {
       for (bool cold : {false, true}) {
@@ -345,10 +284,12 @@ int main() {
         for (int rep = 0; rep < 3; ++rep) {
           for (int mode = 0; mode < 4; ++mode) {
             const double us = dsa_dev::time_graph(s, 20, [&](int i) {
+              const int region = cold ? i % kRegions : 0;
               if (boxes) {
-                launch_box(T, mode, cold, i, wmaps, xmaps, out, s);
+                launch(box_kernel, kBoxSmem, T, mode, s, wmaps[region], xmaps[region], T, mode, out);
               } else {
-                launch(T, mode, cold, i, w, x, out, s);
+                launch(row_kernel, kRowSmem, T, mode, s, static_cast<const unsigned char*>(w + region * w_region),
+                       static_cast<const unsigned char*>(x + region * x_region), T, mode, out);
               }
             });
             if (us < best[mode]) best[mode] = us;
