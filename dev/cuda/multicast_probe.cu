@@ -17,7 +17,8 @@
 // multicast ways also arrive on a cluster barrier there (their peers' mbarriers must be initialised
 // before a multicast lands on them) and wait for it after. Sources warm (one region, in L2) or cold
 // (launch i of a graph reads region i % 40 of buffers much larger than L2, as the benchmark rotates x
-// and the weight).
+// and the weight). Last, the loads alone of other tilings (tokens x heads per CTA, K in 8 or 4
+// groups), every CTA loading its own boxes: what any tiling of that kind pays before arithmetic.
 // Build: cmake -B build -DDSA_INDEXER_BUILD_DEV=ON && cmake --build build --target multicast_probe
 // Run:   ./build/dev/cuda/multicast_probe
 #include <cuda.h>
@@ -25,6 +26,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <vector>
 
 #include "cuda/cuda_check.h"
@@ -218,19 +220,55 @@ __global__ void __launch_bounds__(256)
   finish(bar, smem_raw + (base - raw), 336, T, out);  // a word every 336 bytes
 }
 
-// One launch: clusters of 8 (own8) or 16, 8 CTAs per token tile and head block, programmatic
-// dependent launch as the head gate's kernel.
+// Other tilings, every CTA loading its own bytes as the kernel's boxes do: `tokens` x `heads` per
+// CTA, K in `groups` groups (clusters of that many CTAs, one group each), chunk c of a CTA's
+// 56 / groups issued by warp c % 8.
+__global__ void __launch_bounds__(256)
+    tiling_kernel(const __grid_constant__ CUtensorMap wmap, const __grid_constant__ CUtensorMap xmap, int T, int tokens,
+                  int heads, int groups, unsigned* out) {
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  __shared__ __align__(8) unsigned long long bar_word;
+  const unsigned bar = static_cast<unsigned>(__cvta_generic_to_shared(&bar_word));
+  unsigned rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+  const int ntt = (T + tokens - 1) / tokens, cl = blockIdx.x / groups;
+  const int row_x = (cl % ntt) * tokens, row_w = (cl / ntt) * heads;
+  const int chunks = kRowBytes / 256 / groups, warp = threadIdx.x / 32;
+  const bool issues = threadIdx.x % 32 == 0;
+  const auto block0 = [&](int c) { return static_cast<int>(rank) * 2 * chunks + 2 * c; };
+  bar_init(bar);
+  if (issues) {
+    for (int c = warp; c < chunks; c += 8) {
+      prefetch_box(&wmap, row_w, block0(c));
+      prefetch_box(&xmap, row_x, block0(c));
+    }
+  }
+  const int bytes = chunks * (heads + tokens) * 256;
+  start(bar, false, bytes);
+  const unsigned raw = static_cast<unsigned>(__cvta_generic_to_shared(smem_raw));
+  const unsigned base = (raw + 1023u) & ~1023u;
+  if (issues) {
+    for (int c = warp; c < chunks; c += 8) {
+      box(base + c * heads * 256, &wmap, row_w, block0(c), bar, 0, false);
+      box(base + (chunks * heads + c * tokens) * 256, &xmap, row_x, block0(c), bar, 0, false);
+    }
+  }
+  finish(bar, smem_raw + (base - raw), bytes / 256 / 4 * 4, T, out);
+}
+
+// One launch of `ctas` CTAs in clusters of `cluster`, programmatic dependent launch as the head
+// gate's kernel.
 template <class K, class... Args>
-void launch(K kernel, int smem, int T, int mode, cudaStream_t s, Args... args) {
+void launch(K kernel, int smem, int cluster, int ctas, cudaStream_t s, Args... args) {
   cudaLaunchAttribute attrs[2] = {};
   attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attrs[0].val.programmaticStreamSerializationAllowed = 1;
   attrs[1].id = cudaLaunchAttributeClusterDimension;
-  attrs[1].val.clusterDim.x = mode == kOwn8 ? 8 : 16;
+  attrs[1].val.clusterDim.x = cluster;
   attrs[1].val.clusterDim.y = 1;
   attrs[1].val.clusterDim.z = 1;
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(8 * (T / kTokensPerCta) * (kHeads / kHeadsPerCta));
+  cfg.gridDim = dim3(ctas);
   cfg.blockDim = dim3(256);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
@@ -261,14 +299,16 @@ int main() {
   DSA_CUDA_CHECK(cudaMemset(x, 1, kRegions * x_region));
   cudaStream_t s;
   DSA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  std::vector<CUtensorMap> wmaps, xmaps;
-  for (int r = 0; r < kRegions; ++r) {
-    const auto* wr = reinterpret_cast<const std::uint16_t*>(w + r * w_region);
-    const auto* xr = reinterpret_cast<const std::uint16_t*>(x + r * x_region);
-    wmaps.push_back(
-        dsa_indexer::cuda::make_block_tensor_map(wr, kRowBytes / 2, kHeads, kRowBytes / 2, kHeadsPerCta, 2));
-    xmaps.push_back(
-        dsa_indexer::cuda::make_block_tensor_map(xr, kRowBytes / 2, kMaxT, kRowBytes / 2, kTokensPerCta, 2));
+  // Tensor maps by box rows (16, 32 or 64) and region: wmaps[rows][region], xmaps[rows][region].
+  std::map<int, std::vector<CUtensorMap>> wmaps, xmaps;
+  for (int rows : {16, 32, 64}) {
+    for (int r = 0; r < kRegions; ++r) {
+      const auto* wr = reinterpret_cast<const std::uint16_t*>(w + r * w_region);
+      const auto* xr = reinterpret_cast<const std::uint16_t*>(x + r * x_region);
+      wmaps[rows].push_back(
+          dsa_indexer::cuda::make_block_tensor_map(wr, kRowBytes / 2, kHeads, kRowBytes / 2, rows, 2));
+      xmaps[rows].push_back(dsa_indexer::cuda::make_block_tensor_map(xr, kRowBytes / 2, kMaxT, kRowBytes / 2, rows, 2));
+    }
   }
   const char* names[] = {"own8", "own16", "w-mc", "x-mc"};
   for (bool boxes : {true, false}) {
@@ -283,12 +323,14 @@ int main() {
         double best[4] = {1e9, 1e9, 1e9, 1e9};
         for (int rep = 0; rep < 3; ++rep) {
           for (int mode = 0; mode < 4; ++mode) {
+            const int cluster = mode == kOwn8 ? 8 : 16, ctas = 8 * (T / kTokensPerCta) * (kHeads / kHeadsPerCta);
             const double us = dsa_dev::time_graph(s, 20, [&](int i) {
               const int region = cold ? i % kRegions : 0;
               if (boxes) {
-                launch(box_kernel, kBoxSmem, T, mode, s, wmaps[region], xmaps[region], T, mode, out);
+                launch(box_kernel, kBoxSmem, cluster, ctas, s, wmaps[kHeadsPerCta][region],
+                       xmaps[kTokensPerCta][region], T, mode, out);
               } else {
-                launch(row_kernel, kRowSmem, T, mode, s, static_cast<const unsigned char*>(w + region * w_region),
+                launch(row_kernel, kRowSmem, cluster, ctas, s, static_cast<const unsigned char*>(w + region * w_region),
                        static_cast<const unsigned char*>(x + region * x_region), T, mode, out);
               }
             });
@@ -302,6 +344,36 @@ int main() {
         std::printf("   %.1f / %.1f / %.1f\n", own, own - ctas * kHeadsPerCta / 2 * kGroupBytes / 1e6,
                     own - ctas * kTokensPerCta / 2 * kGroupBytes / 1e6);
       }
+    }
+  }
+  std::printf(
+      "\n== loads alone of other tilings, as the kernel's boxes load them, every CTA its own bytes; us per "
+      "launch (graph replay of 20), best of 3 runs, sources cold / warm ==\n%6s %7s %7s %7s %6s %8s %9s %8s %8s\n",
+      "T", "tokens", "heads", "groups", "CTAs", "KB/CTA", "MB in all", "cold", "warm");
+  struct Tiling {
+    int tokens, heads, groups;
+  };
+  const Tiling tilings[] = {{16, 16, 8}, {16, 32, 8}, {16, 64, 8}, {32, 16, 8}, {32, 32, 8}, {32, 64, 8},
+                            {64, 16, 8}, {64, 32, 8}, {16, 16, 4}, {16, 32, 4}, {32, 16, 4}};
+  for (int T : {64, 128, 256}) {
+    for (const Tiling& t : tilings) {
+      const int chunks = kRowBytes / 256 / t.groups, bytes = chunks * (t.heads + t.tokens) * 256;
+      const int ctas = t.groups * ((T + t.tokens - 1) / t.tokens) * (kHeads / t.heads);
+      const int smem = bytes + 1024;
+      DSA_CUDA_CHECK(cudaFuncSetAttribute(tiling_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+      double best[2] = {1e9, 1e9};
+      for (int rep = 0; rep < 3; ++rep) {
+        for (int cold = 1; cold >= 0; --cold) {
+          const double us = dsa_dev::time_graph(s, 20, [&](int i) {
+            const int region = cold ? i % kRegions : 0;
+            launch(tiling_kernel, smem, t.groups, ctas, s, wmaps[t.heads][region], xmaps[t.tokens][region], T, t.tokens,
+                   t.heads, t.groups, out);
+          });
+          if (us < best[1 - cold]) best[1 - cold] = us;
+        }
+      }
+      std::printf("%6d %7d %7d %7d %6d %8.1f %9.1f %8.2f %8.2f\n", T, t.tokens, t.heads, t.groups, ctas, bytes / 1024.0,
+                  ctas * static_cast<double>(bytes) / 1e6, best[0], best[1]);
     }
   }
   DSA_CUDA_CHECK(cudaStreamDestroy(s));
