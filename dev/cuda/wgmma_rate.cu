@@ -5,7 +5,8 @@
 // tiles (n32), and a transposed tiling (64 heads as A, 128 tokens as B, one warpgroup); each with
 // the chain alone (wait for it, issue the next), or with the kernel's per-wave bookkeeping (sum the
 // accumulators into the group sums, __syncthreads), or with two accumulator sets so that one chain
-// runs while the other is summed. Prints cycles per chain and tensor FLOP per cycle per SM.
+// runs while the other is summed. Then the decode tiles' mma.sync chunk chains (chain_kernel) and
+// m64n16 wgmma chains. Prints cycles per chain and tensor FLOP per cycle per SM.
 // Usage: wgmma_rate [chains per CTA, default 4096]
 #include <cuda_runtime.h>
 
@@ -120,17 +121,53 @@ __global__ void __launch_bounds__(128 * kWG, 1) rate_kernel(int chains, unsigned
 #endif
 }
 
-template <int kN, int kWG, bool kShareA, int kMode>
-void run(const char* what, int chains, int sms, unsigned long long* d_cycles, float* sink) {
-  constexpr int kARows = kShareA ? 64 : 64 * kWG, kBRows = kShareA ? kN * kWG : kN;
-  const int need = 2 * (kARows + kBRows) * kHalfRow;
+// The decode tiles' chunk chains (mma.sync, chunk_mma of mma_sm80.cuh): kWarps warps, each running
+// chains of 8 k16 steps of a (16 kMT) x (8 kNT) warp tile on its own chunk, as the tiles' warps do
+// side by side. Each chain waits for the one before it (its result picks the next chain's A
+// address), as a decode warp's one chain is waited for by the partial stores after it.
+template <int kMT, int kNT, int kWarps>
+__global__ void __launch_bounds__(32 * kWarps, 1) chain_kernel(int chains, unsigned long long* cycles, float* sink) {
+#ifdef DSA_SM90_BODY
+  extern __shared__ __align__(1024) unsigned char smem[];
+  constexpr int kRowsA = 16 * kMT, kRowsB = 8 * kNT;
+  constexpr int kChunkBytes = (kRowsA + kRowsB) * 2 * kHalfRow;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  for (int i = tid; i < kWarps * kChunkBytes / 4; i += blockDim.x)
+    reinterpret_cast<unsigned*>(smem)[i] = 0x3c003c00u ^ (i * 2654435761u & 0x00ff00ffu);  // bf16 near 1/128
+  __syncthreads();
+  const FragOffsets<kMT, kNT, kRowsA, kRowsB> frag(0, 0, lane);
+  std::uint32_t a_tile = static_cast<std::uint32_t>(__cvta_generic_to_shared(smem)) + warp * kChunkBytes;
+  const std::uint32_t b_tile = a_tile + kRowsA * 2 * kHalfRow;
+  float acc[kMT][kNT][4], q[kMT][kNT][4] = {};
+  const unsigned long long c0 = clock64();
+#pragma unroll 1
+  for (int c = 0; c < chains; ++c) {
+    chunk_mma(acc, frag, a_tile, b_tile, kChunk / kMmaK);
+    accumulate(q, acc);
+    if (acc[0][0][0] == 12345.f) a_tile += 16;  // never taken; the next chain waits for this one
+  }
+  const unsigned long long c1 = clock64();
+  if (tid == 0) cycles[blockIdx.x] = c1 - c0;
+  float s = 0.f;
+#pragma unroll
+  for (int m = 0; m < kMT; ++m)
+#pragma unroll
+    for (int n = 0; n < kNT; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) s += q[m][n][i];
+  if (s == 12345.f) sink[tid] = s;  // keeps the sums live
+#endif
+}
+
+// Median over CTAs and 3 runs of a kernel's cycles per chain (one CTA per SM).
+template <class Kernel>
+std::vector<double> cycles_per_chain(Kernel k, int threads, int chains, int sms, unsigned long long* d_cycles,
+                                     float* sink) {
   const int smem = 200 * 1024;  // one CTA per SM whatever the operands take
-  if (need > smem) std::abort();
-  auto k = rate_kernel<kN, kWG, kShareA, kMode>;
   DSA_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   std::vector<double> per_chain;
   for (int rep = 0; rep < 3; ++rep) {
-    k<<<sms, 128 * kWG, smem>>>(chains, d_cycles, sink);
+    k<<<sms, threads, smem>>>(chains, d_cycles, sink);
     DSA_CUDA_CHECK(cudaGetLastError());
     DSA_CUDA_CHECK(cudaDeviceSynchronize());
     std::vector<unsigned long long> c(sms);
@@ -138,6 +175,26 @@ void run(const char* what, int chains, int sms, unsigned long long* d_cycles, fl
     for (auto v : c) per_chain.push_back(static_cast<double>(v) / chains);
   }
   std::sort(per_chain.begin(), per_chain.end());
+  return per_chain;
+}
+
+template <int kMT, int kNT, int kWarps>
+void run_chain(const char* what, int chains, int sms, unsigned long long* d_cycles, float* sink) {
+  const std::vector<double> c =
+      cycles_per_chain(chain_kernel<kMT, kNT, kWarps>, 32 * kWarps, chains, sms, d_cycles, sink);
+  const double med = c[c.size() / 2];
+  const double flop = 2.0 * 16 * kMT * 8 * kNT * kChunk * kWarps;
+  std::printf("%-58s %8.1f %8.1f %8.1f %10.0f %6.1f%%\n", what, c.front(), med, c.back(), flop / med,
+              100.0 * flop / med / 4096.0);
+}
+
+template <int kN, int kWG, bool kShareA, int kMode>
+void run(const char* what, int chains, int sms, unsigned long long* d_cycles, float* sink) {
+  constexpr int kARows = kShareA ? 64 : 64 * kWG, kBRows = kShareA ? kN * kWG : kN;
+  const int need = 2 * (kARows + kBRows) * kHalfRow;
+  if (need > 200 * 1024) std::abort();
+  const std::vector<double> per_chain =
+      cycles_per_chain(rate_kernel<kN, kWG, kShareA, kMode>, 128 * kWG, chains, sms, d_cycles, sink);
   const double med = per_chain[per_chain.size() / 2];
   const double flop = 2.0 * 64 * kN * 16 * 8 * kWG;
   std::printf("%-58s %8.1f %8.1f %8.1f %10.0f %6.1f%%\n", what, per_chain.front(), med, per_chain.back(),
@@ -175,6 +232,18 @@ int main(int argc, char** argv) {
   run<32, 1, false, kChain>("T64H32tma: 1 wg, m64n32, chain", chains, sms, d_cycles, sink);
   run<32, 2, false, kChain>("T128H32tma: 2 wg, m64n32, chain", chains, sms, d_cycles, sink);
   run<32, 2, false, kBookkeeping>("T128H32tma: 2 wg, m64n32, + sum + __syncthreads", chains, sms, d_cycles, sink);
+  // Decode: the chunk chains of the mma.sync tiles, and m64n16 wgmma chains (64 heads as A, 16
+  // tokens as B) as a decode tile could run them instead (NOTES.md version 66).
+  std::printf("decode chunk chains (mma.sync m16n8k16, each chain waited for before the next):\n");
+  run_chain<1, 1, 1>("1 warp, one m16n8 block: a chain of 8 dependent MMAs", chains, sms, d_cycles, sink);
+  run_chain<1, 4, 1>("1 warp, 16 x 32 (T16H32s1tx's warp tile)", chains, sms, d_cycles, sink);
+  run_chain<1, 4, 7>("7 warps, 16 x 32 each (T16H32s1tx, K = 7168)", chains, sms, d_cycles, sink);
+  run_chain<1, 4, 8>("8 warps, 16 x 32 each (T16H32s1tx, K = 8192)", chains, sms, d_cycles, sink);
+  run_chain<2, 4, 7>("7 warps, 32 x 32 each (T32H32s1tx)", chains, sms, d_cycles, sink);
+  run_chain<1, 2, 7>("7 warps, 16 x 16 each (T16H16tx)", chains, sms, d_cycles, sink);
+  run<16, 1, false, kChain>("1 wg, m64n16 (A 64 heads, B 16 tokens), chain", chains, sms, d_cycles, sink);
+  run<16, 1, false, kTwoSets>("1 wg, m64n16, two chains in flight", chains, sms, d_cycles, sink);
+  run<16, 2, false, kTwoSets>("2 wg, m64n16, two chains in flight each", chains, sms, d_cycles, sink);
   DSA_CUDA_CHECK(cudaFree(d_cycles));
   DSA_CUDA_CHECK(cudaFree(sink));
   return 0;

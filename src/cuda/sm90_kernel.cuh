@@ -328,7 +328,10 @@ __host__ __device__ constexpr int bulk_pitch(int G) { return 2 * G + 16; }
 // - decode (kWarpsK > 1, cp.async + mma.sync): the chunks of a wave are spread over kWarpsK warp
 //   sets that run side by side; their partials meet in shared memory and join q in chunk order.
 // At the end of a tile every CTA pushes its group sums, row block by row block, into the inbox of the
-// CTA that owns the rows (remote stores do not stall), and each owner adds the 8 in rank order. The
+// CTA that owns the rows, and each owner adds the 8 in rank order. (The stores do stall the pushing
+// warps: local stores in their place took ~1 us off a call of T128H64ws at T = 2048-8192, but the
+// same stores spread over the next tile's waves, or staged and sent by bulk copies, cost more;
+// NOTES.md version 66.) The
 // inbox is double-buffered and the owner finishes tile i only at the end of tile i + 1: waiting for
 // the slowest of the 8 CTAs right after the push cost 18% of the prefill kernel's time (ncu source
 // counters, NOTES.md version 12); one tile later the sums have long arrived. The T128H64 tile has one
