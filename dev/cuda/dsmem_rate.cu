@@ -1,0 +1,143 @@
+// Dev tool: what a prefill tile's push of group sums costs by itself. Clusters of 8 CTAs (256
+// threads, one CTA per SM), each CTA storing 32 KB per round as T128H64ws pushes a tile's sums:
+// every thread eight 16-byte stores, each to the owner of its row block, at this CTA's place in
+// the owner's inbox. Rounds end at a cluster barrier (after the owner has seen its bytes, where the
+// stores count on an mbarrier). Ways to store:
+//   none          the barriers alone (what a round costs without stores);
+//   st.async      the kernel's push: remote st.async, counted on the owner's mbarrier;
+//   st.async self the same instruction into this CTA's own inbox;
+//   st remote     plain st.shared::cluster to the owner, nothing counted;
+//   st local      plain st.shared into this CTA's own inbox.
+// With one cluster (what one SM's path moves) and with 15 (every SM of the kernel's grid).
+// Prints cycles per round (median over CTAs and rounds) and bytes per cycle per SM above "none".
+// Build: cmake -B build -DDSA_INDEXER_BUILD_DEV=ON && cmake --build build --target dsmem_rate
+// Run:   ./build/dev/cuda/dsmem_rate [rounds, default 2000]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "cuda/cuda_check.h"
+#include "cuda/sm90_kernel.cuh"
+
+namespace dsa_indexer::cuda {
+namespace {
+
+enum Way { kNone = 0, kStAsync = 1, kStAsyncSelf = 2, kStRemote = 3, kStLocal = 4 };
+constexpr int kThreadsPerCta = 256, kStoresPerThread = 8;
+constexpr unsigned kRoundBytes = kThreadsPerCta * kStoresPerThread * 16;  // 32 KB, T128H64ws's tile
+constexpr unsigned kBlockBytes = kRoundBytes / kClusterSize;              // per owner
+
+template <int kWay>
+__global__ void __launch_bounds__(kThreadsPerCta, 1) push_kernel(int rounds, unsigned long long* cycles) {
+#ifdef DSA_SM90_BODY
+  extern __shared__ __align__(1024) unsigned char smem[];
+  float* inbox = reinterpret_cast<float*>(smem);  // kRoundBytes: kClusterSize blocks of kBlockBytes
+  const std::uint32_t bar = smem_addr(smem + kRoundBytes);
+  const int tid = threadIdx.x;
+  const unsigned rank = cluster_ctarank();
+  if (tid == 0) mbar_init(bar, 1);
+  __syncthreads();
+  cluster_arrive_relaxed();
+  cluster_wait();
+  // Store j of thread t: owner (t + j) % 8, 16 bytes at this CTA's block of the owner's inbox, the
+  // lanes of a warp on consecutive 16 bytes (no bank conflicts, as the kernel's swizzled pushes).
+  std::uint32_t dst[kStoresPerThread], dst_bar[kStoresPerThread];
+#pragma unroll
+  for (int j = 0; j < kStoresPerThread; ++j) {
+    const unsigned owner = kWay == kStAsyncSelf || kWay == kStLocal ? rank : (tid + j) % kClusterSize;
+    const std::uint32_t local = smem_addr(inbox) + rank * kBlockBytes + ((tid + 32 * j) % (kBlockBytes / 16)) * 16;
+    dst[j] = kWay == kStLocal ? local : map_to_rank(local, owner);
+    dst_bar[j] = map_to_rank(bar, owner);
+  }
+  const float v = static_cast<float>(tid);
+  const unsigned long long c0 = clock64();
+#pragma unroll 1
+  for (int r = 0; r < rounds; ++r) {
+    // Every byte this CTA receives in a round counts on its barrier: 8 blocks from the 8 CTAs
+    // (st.async), or this CTA's own 32 KB (st.async self).
+    constexpr bool kCounted = kWay == kStAsync || kWay == kStAsyncSelf;
+    if (kCounted && tid == 0) mbar_arrive_expect_tx(bar, kRoundBytes);
+#pragma unroll
+    for (int j = 0; j < kStoresPerThread; ++j) {
+      if constexpr (kCounted) {
+        st_async_f4_mapped(dst[j], dst_bar[j], v, v, v, v);
+      } else if constexpr (kWay == kStRemote) {
+        asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst[j]), "f"(v), "f"(v), "f"(v), "f"(v)
+                     : "memory");
+      } else if constexpr (kWay == kStLocal) {
+        asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst[j]), "f"(v), "f"(v), "f"(v), "f"(v)
+                     : "memory");
+      }
+    }
+    if constexpr (kCounted) mbar_wait_parity(bar, r & 1);
+    // Release / acquire: the plain stores of a round are done before the next round's.
+    asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+    cluster_wait();
+  }
+  const unsigned long long c1 = clock64();
+  if (tid == 0) cycles[blockIdx.x] = c1 - c0;
+#endif
+}
+
+// Median cycles per round over the CTAs of 3 launches.
+template <int kWay>
+double cycles_per_round(int clusters, int rounds, unsigned long long* d_cycles) {
+  const int smem = 100 * 1024;  // with 256 threads: one CTA per SM beside nothing else
+  auto k = push_kernel<kWay>;
+  DSA_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(clusters * kClusterSize);
+  cfg.blockDim = dim3(kThreadsPerCta);
+  cfg.dynamicSmemBytes = smem;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = kClusterSize;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  std::vector<double> per_round;
+  for (int rep = 0; rep < 3; ++rep) {
+    DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, k, rounds, d_cycles));
+    DSA_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<unsigned long long> c(clusters * kClusterSize);
+    DSA_CUDA_CHECK(cudaMemcpy(c.data(), d_cycles, c.size() * sizeof(c[0]), cudaMemcpyDeviceToHost));
+    for (auto v : c) per_round.push_back(static_cast<double>(v) / rounds);
+  }
+  std::sort(per_round.begin(), per_round.end());
+  return per_round[per_round.size() / 2];
+}
+
+template <int kWay>
+void report(const char* what, int clusters, int rounds, double none, unsigned long long* d_cycles) {
+  const double c = cycles_per_round<kWay>(clusters, rounds, d_cycles);
+  std::printf("%-16s %9d %12.0f %12.0f %14.1f\n", what, clusters, c, c - none, kRoundBytes / (c - none));
+}
+
+}  // namespace
+}  // namespace dsa_indexer::cuda
+
+int main(int argc, char** argv) {
+  using namespace dsa_indexer::cuda;
+  const int rounds = argc > 1 ? std::atoi(argv[1]) : 2000;
+  unsigned long long* d_cycles;
+  DSA_CUDA_CHECK(cudaMalloc(&d_cycles, 15 * kClusterSize * sizeof(unsigned long long)));
+  std::printf(
+      "clusters of %d CTAs x %d threads, %u bytes stored per CTA per round, %d rounds; cycles per round "
+      "(median over CTAs and 3 launches)\n",
+      kClusterSize, kThreadsPerCta, kRoundBytes, rounds);
+  std::printf("%-16s %9s %12s %12s %14s\n", "way", "clusters", "cycles", "above none", "bytes/cycle");
+  for (int clusters : {1, 15}) {
+    const double none = cycles_per_round<kNone>(clusters, rounds, d_cycles);
+    std::printf("%-16s %9d %12.0f\n", "none", clusters, none);
+    report<kStAsync>("st.async", clusters, rounds, none, d_cycles);
+    report<kStAsyncSelf>("st.async self", clusters, rounds, none, d_cycles);
+    report<kStRemote>("st remote", clusters, rounds, none, d_cycles);
+    report<kStLocal>("st local", clusters, rounds, none, d_cycles);
+  }
+  DSA_CUDA_CHECK(cudaFree(d_cycles));
+  return 0;
+}
