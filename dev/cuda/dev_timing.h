@@ -56,20 +56,33 @@ double time_graph(cudaStream_t s, int n, F&& launch) {
   return ms[ms.size() / 2] * 1000.0 / n;
 }
 
-// Launches kernel with programmatic stream serialization allowed, as the head gate's kernels are.
+// Launches kernel in clusters of `cluster` CTAs along x (0: no cluster attribute), with programmatic
+// stream serialization allowed as the head gate's kernels are (pdl) or without.
 template <class K, class... Args>
-void launch_pdl(K kernel, dim3 grid, dim3 block, std::size_t smem, cudaStream_t s, Args... args) {
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
+void launch_clusters(K kernel, dim3 grid, dim3 block, std::size_t smem, int cluster, bool pdl, cudaStream_t s,
+                     Args... args) {
+  cudaLaunchAttribute attrs[2] = {};
+  unsigned n = 0;
+  if (pdl) {
+    attrs[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster > 0) {
+    attrs[n].id = cudaLaunchAttributeClusterDimension;
+    attrs[n++].val.clusterDim = {static_cast<unsigned>(cluster), 1, 1};
+  }
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
+  cfg.attrs = attrs;
+  cfg.numAttrs = n;
   DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
+}
+template <class K, class... Args>
+void launch_pdl(K kernel, dim3 grid, dim3 block, std::size_t smem, cudaStream_t s, Args... args) {
+  launch_clusters(kernel, grid, block, smem, 0, true, s, args...);
 }
 
 // Parameters of contiguous x [T, K], weight [H, K], q_scale and out [T, H], with DeepSeek-V3.2's

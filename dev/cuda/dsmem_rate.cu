@@ -21,6 +21,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/sm90_kernel.cuh"
+#include "dev_timing.h"
 
 namespace dsa_indexer::cuda {
 namespace {
@@ -88,20 +89,10 @@ double cycles_per_round(int clusters, int rounds, unsigned long long* d_cycles) 
   const int smem = 100 * 1024;  // with 256 threads: one CTA per SM beside nothing else
   auto k = push_kernel<kWay>;
   DSA_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(clusters * kClusterSize);
-  cfg.blockDim = dim3(kThreadsPerCta);
-  cfg.dynamicSmemBytes = smem;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = kClusterSize;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
   std::vector<double> per_round;
   for (int rep = 0; rep < 3; ++rep) {
-    DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, k, rounds, d_cycles));
+    dsa_dev::launch_clusters(k, dim3(clusters * kClusterSize), dim3(kThreadsPerCta), smem, kClusterSize, false, nullptr,
+                             rounds, d_cycles);
     DSA_CUDA_CHECK(cudaDeviceSynchronize());
     std::vector<unsigned long long> c(clusters * kClusterSize);
     DSA_CUDA_CHECK(cudaMemcpy(c.data(), d_cycles, c.size() * sizeof(c[0]), cudaMemcpyDeviceToHost));

@@ -256,25 +256,11 @@ __global__ void __launch_bounds__(256)
   finish(bar, smem_raw + (base - raw), bytes / 256 / 4 * 4, T, out);
 }
 
-// One launch of `ctas` CTAs in clusters of `cluster`, programmatic dependent launch as the head
-// gate's kernel.
+// One launch of `ctas` CTAs of 256 threads in clusters of `cluster`, programmatic dependent launch
+// as the head gate's kernel.
 template <class K, class... Args>
 void launch(K kernel, int smem, int cluster, int ctas, cudaStream_t s, Args... args) {
-  cudaLaunchAttribute attrs[2] = {};
-  attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attrs[0].val.programmaticStreamSerializationAllowed = 1;
-  attrs[1].id = cudaLaunchAttributeClusterDimension;
-  attrs[1].val.clusterDim.x = cluster;
-  attrs[1].val.clusterDim.y = 1;
-  attrs[1].val.clusterDim.z = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(ctas);
-  cfg.blockDim = dim3(256);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cfg.attrs = attrs;
-  cfg.numAttrs = 2;
-  DSA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
+  dsa_dev::launch_clusters(kernel, dim3(ctas), dim3(256), smem, cluster, true, s, args...);
 }
 
 }  // namespace
