@@ -61,11 +61,12 @@ pack=0 step cpp_tests 240 bash -c '
   exit $rc' "$bin" "$res" &
 pack=0 step pytest 300 python3 -m pytest -q -ra -p no:cacheprovider -n 8 tests/python &
 
-# One shape per kind of kernel: one-slot decode tile (T = 64), 64-token TMA tile (T = 1000, GLM; T = 4097,
-# DeepSeek, with a one-row last tile), the portable kernel; and the bitwise test, whose shapes
-# reach every tile the two model shapes dispatch, the streamed-weight 128-token tile (T = 10241)
-# included (the sweep below compares every tile, fallbacks too, bitwise with the portable kernel),
-# and the static-weight test (weight copied before griddepcontrol.wait).
+# One shape per kind of kernel: one-slot decode tile (T = 64), TMA prefill tile (T = 1000, GLM),
+# the 32-token full-K tile (T = 4097, DeepSeek, a one-row last tile), the portable kernel; and the
+# bitwise test, whose shapes reach every tile the two model shapes dispatch, the streamed-weight
+# 128-token tile (T = 10241) and the full-K tiles (T = 4100, 8150) included (the sweep below
+# compares every tile, fallbacks too, bitwise with the portable kernel), and the static-weight test
+# (weight copied before griddepcontrol.wait).
 shapes='*CudaAuto_T64_H64_K7168*:*CudaAuto_T1000_H32_K6144*:*CudaAuto_T4097_H64_K7168*:*CudaPortable_T3_H7_K100*'
 shapes="$shapes:Cuda/CudaTest.FastPathBitwiseEqualsPortable/*:All/BackendTest.StaticWeightGivesTheSameBits/CudaAuto"
 pack=0 step memcheck 180 compute-sanitizer --tool memcheck --error-exitcode 1 "$bin/dsa_indexer_tests" --gtest_filter="$shapes" &

@@ -23,7 +23,7 @@ import re, sys, collections
 txt = sys.stdin.read()
 for f in re.split(r"\n\s*Function : ", txt)[1:]:
     name = f.split("\n", 1)[0]
-    m = re.search(r"(generic\w+kernelILb\d)|ConfigI(?:L[ib]\d+E)+", name)
+    m = re.search(r"(generic\w+kernelILb\d)|(?:FullK)?ConfigI(?:L[ib]\d+E)+", name)
     ops = collections.Counter(i.split()[0].split(".")[0] for i in re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][^;]*);", f))
     keys = ["HGMMA", "HMMA", "UTMALDG", "UBLKCP", "LDGSTS", "LDSM", "SYNCS", "UCGABAR_ARV", "UCGABAR_WAIT", "MEMBAR"]
     label = m.group(0) if m else name[:80]

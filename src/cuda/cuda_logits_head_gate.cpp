@@ -121,6 +121,9 @@ struct Choice {
 //   6721-7680), and T128H64ws from 8641 on (10561 with a static weight). Below T ~ 1000, where the
 //   grid is small, the mid-T tiles T64H32WsX2 and T64H64WsX2 stream the weight too, two CTAs per SM
 //   (`mid` below).
+// - prefill at 32 < H <= 64 where a grid of one CTA per SM fills whole rounds (DeepSeek T ~ 4096,
+//   8192, 16384 on the H200): the full-K tiles (no cluster, each CTA all of K for its 32 or 64
+//   tokens, version 68; `full_k` below).
 // Tried and lost (numbers in NOTES.md): mma.sync prefill tiles, cp.async feeding wgmma, two chunks
 // per ring slot, two warpgroups splitting the heads of a 64 x 64 tile, L2 prefetch of x ahead of
 // the ring, 32- and 64-token decode tiles with one wave per tile fed by cp.async (again in version
@@ -306,6 +309,23 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
     if (k.T <= 2048) return rounds(t128, 128) == 1 && rounds(t64, 64) == 2;
     return 3.1 + 6.8 * rounds(t128, 128) < (k.static_weight ? 2.9 : 3.8) + 3.7 * rounds(t64, 64);
   };
+  // The full-K tiles (sm90_full_k.cuh: no cluster, a CTA on every SM, each streaming the whole
+  // weight from L2 beside its 64 or 32 tokens) where their grid fills whole rounds: a round is a
+  // whole tile's K on every CTA (~29 us at DeepSeek's shape), so a tile left over costs a round.
+  // Sweep with the weight from HBM (NOTES.md version 68), DeepSeek: T64H64Fk at T = 8192 31.4-31.6
+  // against 33.7-33.8 us (T64H64tma), 8448 33.0 against 34.2, 16384 60.2-60.3 against 62.2, 16896
+  // 62.3 against 63.6; even at 7680 and behind at 15360 (120 and 240 tiles on 132 SMs: 91% full),
+  // at 14336 (85%) and at 65536 (8 rounds, 245.1 against 241.1 for T128H64ws). At 32768 (4 rounds)
+  // the sweep had it ahead (118.1 against 119.2) but the benchmark behind (127.4 against 121.5 for
+  // T128H64ws in version 65's run), hence two rounds at most. T32H64Fk in one round: T = 4096
+  // 18.6-18.7 against 19.9-20.1; in two (T = 8192) 32.6-32.8, behind T64H64Fk. At H <= 32 the
+  // 64-head MMA is half padding (GLM T = 8192: 31.4 against 27.8 us).
+  const auto full_k = [&](Sm90Tile tile, int rows, std::int64_t max_rounds) {
+    if (k.H <= 32 || k.H > 64 || !cuda::sm90_tile_fits(tile, k, dev.device)) return false;
+    const std::int64_t ctas = cuda::sm90_tile_max_clusters(tile, k, dev.device);
+    const std::int64_t tiles = (k.T + rows - 1) / rows, rounds = (tiles + ctas - 1) / ctas;
+    return rounds <= max_rounds && 100 * tiles >= 95 * rounds * ctas;
+  };
   Sm90Tile order[8];
   int n = 0;
   if (k.static_weight && k.H > 16 && (k.T <= 256 || (k.H <= 32 && k.T <= 512))) {
@@ -335,6 +355,10 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
       order[n++] = Sm90Tile::kT16H8;
     } else if (k.T <= 256) {
       order[n++] = decode([&] { return mid(k.T <= 128 ? Sm90Tile::kT64H16Tma : Sm90Tile::kT64H32Tma); });
+    } else if (full_k(Sm90Tile::kT64H64Fk, 64, 2)) {
+      order[n++] = Sm90Tile::kT64H64Fk;
+    } else if (full_k(Sm90Tile::kT32H64Fk, 32, 1)) {
+      order[n++] = Sm90Tile::kT32H64Fk;
     } else if (!prefill128(Sm90Tile::kT128H64Ws, Sm90Tile::kT64H64Tma)) {
       order[n++] = mid(Sm90Tile::kT64H64Tma);
       if (order[n - 1] != Sm90Tile::kT64H64Tma) order[n++] = Sm90Tile::kT64H64Tma;

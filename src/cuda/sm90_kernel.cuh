@@ -267,6 +267,24 @@ __device__ __forceinline__ void wgmma_m64k16(float (&d)[kN / 8][4], std::uint32_
   }
 }
 
+// One 128-wide chunk's wgmma chain into d: 8 k16 steps on K-major split-layout operands (A of
+// kRowsA rows from a_desc, B of kRowsB rows from b_desc: each 64-column half is rows x 128 bytes),
+// step 0 from zero (scale-d = 0) as the mma.sync paths start from a zero accumulator; then one
+// commit group. Every chunk is 8 steps (G % 128 == 0: the prefill tiles' fits() admit no other
+// shape). The chain is fully unrolled: a guarded step loop made ptxas serialise it (warning C7519,
+// NOTES.md version 12).
+template <int kN, int kRowsA, int kRowsB>
+__device__ __forceinline__ void wgmma_chunk_chain(float (&d)[kN / 8][4], std::uint32_t a_desc, std::uint32_t b_desc) {
+  wgmma_fence();
+#pragma unroll
+  for (int st = 0; st < kChunk / kMmaK; ++st) {
+    constexpr int kKOff = kMmaK * 2;  // bytes of one k16 step inside a 128-byte half row
+    wgmma_m64k16<kN>(d, a_desc + (((st >> 2) * kRowsA * kHalfRowBytes + (st & 3) * kKOff) >> 4),
+                     b_desc + (((st >> 2) * kRowsB * kHalfRowBytes + (st & 3) * kKOff) >> 4), st > 0);
+  }
+  wgmma_commit();
+}
+
 #endif  // DSA_SM90_BODY
 
 #ifdef DSA_TIMELINE
@@ -896,17 +914,7 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, Cfg::kMinBlocks) sm90_logi
       const std::uint32_t w_chunk =
           kStreamW ? slot_addr(at.slot) + kXSlotBytes : w_base + at.wave * kBlockH * kRowBytes;
       const std::uint32_t b_desc = smem_desc_lo(w_chunk + warp_head0 * kHalfRowBytes);
-      // Every chunk is 8 steps (G % 128 == 0: fits() admits no other shape). The chain is fully
-      // unrolled: a guarded step loop made ptxas serialise it (warning C7519, NOTES.md version 12).
-      wgmma_fence();
-#pragma unroll
-      for (int st = 0; st < kChunk / kMmaK; ++st) {
-        constexpr int kKOff = kMmaK * 2;  // bytes of one k16 step inside a 128-byte half row
-        // Step 0 starts from zero (scale-d = 0), as the mma.sync paths start from a zero accumulator.
-        wgmma_m64k16<kWarpHeads>(acc[0], a_desc + (((st >> 2) * kBlockT * kHalfRowBytes + (st & 3) * kKOff) >> 4),
-                                 b_desc + (((st >> 2) * kBlockH * kHalfRowBytes + (st & 3) * kKOff) >> 4), st > 0);
-      }
-      wgmma_commit();
+      wgmma_chunk_chain<kWarpHeads, kBlockT, kBlockH>(acc[0], a_desc, b_desc);
       DSA_TLW(s, 3);
     };
     // Waits for the wave in flight and pins its accumulators (the wait names no registers: without
@@ -1244,6 +1252,7 @@ void launch(const KernelParams& p, int device, cudaStream_t stream) {
 template <int kT, int kH, int kWT, int kWH, int kWK, int kSlots_, bool kPrefill_ = false, bool kStreamW_ = false,
           int kInboxBufs_ = 2, int kMinBlocks_ = 1, bool kBulk_ = false, bool kTmaW_ = false, bool kTmaX_ = false>
 struct Config {
+  static constexpr bool kFullK = false;  // the cluster kernel (sm90_full_k.cuh has the other)
   static constexpr bool kBulk = kBulk_, kTmaW = kTmaW_, kTmaX = kTmaX_;
   static constexpr int kMinBlocks = kMinBlocks_;
   static constexpr bool kPrefill = kPrefill_, kStreamW = kStreamW_;
@@ -1326,8 +1335,12 @@ int max_clusters(const KernelParams& p, int device) {
 }
 template <class Cfg>
 const Sm90TileOps& tile_ops() {
-  static const Sm90TileOps ops = {&fits<Cfg>, &max_clusters<Cfg>, &launch<Cfg>, &Cfg::name, &Cfg::label};
-  return ops;
+  if constexpr (Cfg::kFullK) {
+    return Cfg::ops();
+  } else {
+    static const Sm90TileOps ops = {&fits<Cfg>, &max_clusters<Cfg>, &launch<Cfg>, &Cfg::name, &Cfg::label};
+    return ops;
+  }
 }
 
 }  // namespace

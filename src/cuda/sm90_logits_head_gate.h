@@ -19,13 +19,16 @@ namespace dsa_indexer::cuda {
 // slice by TMA (one 3-D box of the whole K group) instead of cp.async; kT16H8TmaX, kT16H16TmaX and
 // kT16H32s1TmaX take x and the weight by TMA, one box per chunk, each warp waiting for its own
 // chunk only (K <= 8192); kT32H32s1TmaX is the last with 32-token tiles.
+// kT64H64Fk and kT32H64Fk are the full-K tiles (sm90_full_k.cuh): no cluster, one CTA computes 64
+// heads x 64 (32) tokens over the whole of K, streaming the weight beside x.
 // The instantiated tiles, one X(name) each, the Sm90Tile enumerator without its k. The enum, the
 // list of all tiles, the per-tile entry points and their dispatch (sm90_logits_head_gate.cpp) are
 // generated from it, and CMakeLists.txt reads it to compile one translation unit per tile.
-#define DSA_SM90_TILES(X)                                                                            \
-  X(T16H8) X(T16H8b) X(T16H8TmaW) X(T16H16) X(T16H16TmaW) X(T16H16s1) X(T16H32s1) X(T16H32s1TmaW) \
-  X(T16H8TmaX) X(T16H16TmaX) X(T16H32s1TmaX) X(T32H32s1TmaX)                                    \
-  X(T32H32) X(T64H16Tma) X(T64H32Tma) X(T64H64Tma) X(T128H32Tma) X(T128H64Ws) X(T64H64WsX2) X(T64H32WsX2)
+#define DSA_SM90_TILES(X)                                                                                    \
+  X(T16H8) X(T16H8b) X(T16H8TmaW) X(T16H16) X(T16H16TmaW) X(T16H16s1) X(T16H32s1) X(T16H32s1TmaW)         \
+  X(T16H8TmaX) X(T16H16TmaX) X(T16H32s1TmaX) X(T32H32s1TmaX)                                            \
+  X(T32H32) X(T64H16Tma) X(T64H32Tma) X(T64H64Tma) X(T128H32Tma) X(T128H64Ws) X(T64H64WsX2) X(T64H32WsX2) \
+  X(T64H64Fk) X(T32H64Fk)
 
 #define DSA_SM90_TILE_ENUMERATOR(name) k##name,
 enum class Sm90Tile { DSA_SM90_TILES(DSA_SM90_TILE_ENUMERATOR) };
@@ -36,7 +39,8 @@ constexpr Sm90Tile kAllSm90Tiles[] = {DSA_SM90_TILES(DSA_SM90_TILE_VALUE)};
 
 // Whether the tile's shared memory (resident weight slice + x ring + reduction buffer) fits.
 bool sm90_tile_fits(Sm90Tile tile, const KernelParams& p, int device);
-// Clusters of the tile that can be resident on the device at once (an occupancy query, cached).
+// Clusters of the tile that can be resident on the device at once (an occupancy query, cached);
+// a full-K tile's cluster is one CTA.
 int sm90_tile_max_clusters(Sm90Tile tile, const KernelParams& p, int device);
 std::string sm90_tile_name(Sm90Tile tile);
 // Short label for tables: "T64H64tma" and the like.

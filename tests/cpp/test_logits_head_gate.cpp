@@ -243,7 +243,7 @@ TEST_P(BackendTest, StaticWeightGivesTheSameBits) {
   for (const Shape s : {Shape{1, 64, 7168}, Shape{16, 64, 7168}, Shape{48, 64, 7168}, Shape{64, 64, 7168},
                         Shape{128, 32, 6144}, Shape{160, 64, 7168}, Shape{200, 64, 7168}, Shape{256, 64, 7168},
                         Shape{384, 64, 7168}, Shape{512, 64, 7168}, Shape{1024, 32, 6144}, Shape{4096, 64, 7168},
-                        Shape{5, 64, 2560}, Shape{77, 17, 257}}) {
+                        Shape{8192, 64, 7168}, Shape{5, 64, 2560}, Shape{77, 17, 257}}) {
     if (!is_cuda(GetParam()) && s.T > 512) continue;  // the CPU backend ignores the flag anyway
     Problem P(s.T, s.H, s.K, seed_for(s.T, s.H, s.K, 23));
     Runner run(GetParam(), P);
@@ -293,7 +293,7 @@ void check_batch_invariance(Backend b, const Shape& s, std::vector<std::int64_t>
 TEST_P(BackendTest, BatchInvariant) {
   // CUDA: the regimes of the dispatch (decode, small and large prefill); CPU: fewer T=1 calls.
   std::vector<std::int64_t> Ts = {7, 64, 1000};
-  if (is_cuda(GetParam())) Ts = {7, 64, 4096, 65536};
+  if (is_cuda(GetParam())) Ts = {7, 64, 4096, 8192, 65536};
   for (const auto& [H, K] : {std::pair<std::int64_t, std::int64_t>{64, 7168}, {32, 6144}}) {
     for (std::int64_t T : Ts) {
       std::vector<std::int64_t> rows = {0, 1, T / 2, T - 1};
@@ -508,8 +508,11 @@ TEST_P(CudaTest, FastPathBitwiseEqualsPortable) {
   // once: T = 240 at H = 64 (8 clusters, a 48-row last tile). T = 250 at H = 32: the one-slot 32-head tile by TMA at 16 clusters. The 32-token
   // decode tile taking its chunks by TMA: T = 150 at H = 64 (10 clusters, a 22-row last tile), at
   // K = 7680 (G = 960: the last chunk's box reaches into the next group), T = 100 at H = 80 (a half
-  // head tile) and T = 50 at H = 128, K = 1024 (one chunk). Each shape's tile is printed (which
-  // tile a shape reaches depends on the GPU's occupancy).
+  // head tile) and T = 50 at H = 128, K = 1024 (one chunk). The full-K tiles (no cluster): T = 8150
+  // at H = 64 (64 tokens a tile, one round of 128 CTAs, a 22-row last tile), T = 8192 at H = 48
+  // (a partial head tile), T = 16384 at K = 1024 (two tiles a CTA, one chunk a group) and T = 4100
+  // at H = 64 (32 tokens a tile, a 4-row last tile). Each shape's tile is printed (which tile a
+  // shape reaches depends on the GPU's occupancy).
   for (const Shape s : {Shape{1, 64, 7168}, Shape{5, 64, 2560}, Shape{12, 64, 7168}, Shape{33, 64, 7168},
                         Shape{64, 64, 7168}, Shape{240, 64, 7168}, Shape{256, 16, 2048}, Shape{700, 64, 7168},
                         Shape{400, 96, 2048}, Shape{300, 80, 7168}, Shape{500, 32, 6144},
@@ -517,7 +520,9 @@ TEST_P(CudaTest, FastPathBitwiseEqualsPortable) {
                         Shape{3000, 32, 6144}, Shape{50, 128, 1024}, Shape{20, 64, 2560}, Shape{700, 64, 2560},
                         Shape{300, 32, 1536}, Shape{10300, 96, 2048}, Shape{10300, 64, 1024}, Shape{90, 40, 2560},
                         Shape{240, 64, 2560}, Shape{5, 64, 1152}, Shape{12, 64, 1152}, Shape{20, 32, 8704},
-                        Shape{40, 32, 8704}, Shape{150, 64, 7168}, Shape{150, 64, 7680}, Shape{100, 80, 7168}}) {
+                        Shape{40, 32, 8704}, Shape{150, 64, 7168}, Shape{150, 64, 7680}, Shape{100, 80, 7168},
+                        Shape{8150, 64, 7168}, Shape{8192, 48, 1024}, Shape{16384, 64, 1024},
+                        Shape{4100, 64, 7168}}) {
     Problem P(s.T, s.H, s.K, seed_for(s.T, s.H, s.K, 72));
     Runner fast(Backend::kCudaAuto, P);
     std::printf("  %s\n", dsa_indexer::describe_cuda_dispatch(fast.params()).c_str());
@@ -537,14 +542,15 @@ TEST_P(CudaTest, FastPathBitwiseEqualsPortable) {
 // previous kernel still runs, and a weight that kernel writes after releasing them early must still
 // be read whole. The previous kernel here writes the weight 50 us after its release; the default
 // call must give bitwise the result of that weight, on every kind of tile (bulk-copy and cp.async
-// decode tiles, the streamed-weight mid-T tile, TMA prefill tiles). With static_weight set the
-// promise is broken on purpose: the count of outputs that then saw the old weight (printed, not
-// asserted: it depends on timing) shows that the test can see an early read. Both calls run once
-// before, so that no first launch of a kernel (module loading) delays them past the writer.
+// decode tiles, the streamed-weight mid-T tile, TMA prefill tiles, the full-K tile at T = 8192).
+// With static_weight set the promise is broken on purpose: the count of outputs that then saw the
+// old weight (printed, not asserted: it depends on timing) shows that the test can see an early
+// read. Both calls run once before, so that no first launch of a kernel (module loading) delays
+// them past the writer.
 TEST_P(CudaTest, WeightWrittenByPreviousKernelIsSeen) {
   if (GetParam() != Backend::kCudaAuto) GTEST_SKIP() << "run once, from the auto path";
   for (const Shape s : {Shape{1, 64, 7168}, Shape{64, 64, 7168}, Shape{128, 32, 6144}, Shape{512, 64, 7168},
-                        Shape{4096, 64, 7168}}) {
+                        Shape{4096, 64, 7168}, Shape{8192, 64, 7168}}) {
     Problem P(s.T, s.H, s.K, seed_for(s.T, s.H, s.K, 91));
     Runner run(Backend::kCudaAuto, P);
     run.call([](LogitsHeadGateParams& p) { p.static_weight = true; });

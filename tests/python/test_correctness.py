@@ -148,7 +148,7 @@ def test_batch_invariant(device, H, K):
         assert torch.equal(part, full[a:b]), (a, b)
     # The same row placed at different positions of batches built from other data.
     row = 1234
-    for T2, pos in [(1, 0), (2, 1), (64, 63), (512, 200), (2048, 2047)]:
+    for T2, pos in [(1, 0), (2, 1), (64, 63), (512, 200), (2048, 2047), (8192, 8100)]:
         xb, _, qb = make_inputs(T2, H, K, device, seed=T2)
         xb[pos] = x[row]
         qb[pos] = q[row]
