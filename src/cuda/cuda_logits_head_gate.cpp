@@ -316,8 +316,10 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   // against 33.7-33.8 us (T64H64tma), 8448 33.0 against 34.2, 16384 60.2-60.3 against 62.2, 16896
   // 62.3 against 63.6; even at 7680 and behind at 15360 (120 and 240 tiles on 132 SMs: 91% full),
   // at 14336 (85%) and at 65536 (8 rounds, 245.1 against 241.1 for T128H64ws). At 32768 (4 rounds)
-  // the sweep had it ahead (118.1 against 119.2) but the benchmark behind (127.4 against 121.5 for
-  // T128H64ws in version 65's run), hence two rounds at most. T32H64Fk in one round: T = 4096
+  // the sweep had it ahead (118.1 against 119.2) but a benchmark behind (127.4 against 121.5 for
+  // T128H64ws in version 65's run), hence two rounds at most; a later benchmark A/B of the two rules
+  // had four rounds ahead (32768: 119.4-119.8 against 121.6), not yet validated (NOTES.md version
+  // 68, lead 1). T32H64Fk in one round: T = 4096
   // 18.6-18.7 against 19.9-20.1; in two (T = 8192) 32.6-32.8, behind T64H64Fk. At H <= 32 the
   // 64-head MMA is half padding (GLM T = 8192: 31.4 against 27.8 us).
   const auto full_k = [&](Sm90Tile tile, int rows, std::int64_t max_rounds) {
