@@ -319,9 +319,9 @@ Choice choose(const KernelParams& k, const DeviceInfo& dev, CudaPath path) {
   // the sweep had it ahead (118.1 against 119.2) but a benchmark behind (127.4 against 121.5 for
   // T128H64ws in version 65's run), hence two rounds at most; a later benchmark A/B of the two rules
   // had four rounds ahead (32768: 119.4-119.8 against 121.6), not yet validated (NOTES.md version
-  // 68, lead 1). T32H64Fk in one round: T = 4096
-  // 18.6-18.7 against 19.9-20.1; in two (T = 8192) 32.6-32.8, behind T64H64Fk. At H <= 32 the
-  // 64-head MMA is half padding (GLM T = 8192: 31.4 against 27.8 us).
+  // 68, lead 1). T32H64Fk in one round: T = 4096 18.6-18.7 against 19.9-20.1; in two (T = 8192)
+  // 32.6-32.8, behind T64H64Fk. At H <= 32 the 64-head MMA is half padding (GLM T = 8192: 31.4
+  // against 27.8 us).
   const auto full_k = [&](Sm90Tile tile, int rows, std::int64_t max_rounds) {
     if (k.H <= 32 || k.H > 64 || !cuda::sm90_tile_fits(tile, k, dev.device)) return false;
     const std::int64_t ctas = cuda::sm90_tile_max_clusters(tile, k, dev.device);
