@@ -57,6 +57,13 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, 1)
   const std::int64_t num_tiles = (p.T + kT - 1) / kT;
   const int my_tiles = static_cast<int>((num_tiles - blockIdx.x + gridDim.x - 1) / gridDim.x);
   const auto tile_t0 = [&](int i) { return (blockIdx.x + static_cast<std::int64_t>(i) * gridDim.x) * kT; };
+#ifdef DSA_TIMELINE
+  // Dev timeline builds only (dev/cuda/timeline, layout in sm90_kernel.cuh): entry, wait, each
+  // wave's load issued (producer) and data seen (thread 0), the last wave's chains done, exit.
+  unsigned long long* const tl_cta =
+      p.timeline ? p.timeline + (blockIdx.y * gridDim.x + blockIdx.x) * 2 * kTlEvents : nullptr;
+#endif
+  DSA_TL(tid == 0, 0);
 
   if (tid == Cfg::kThreads) {
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<std::uint64_t>(&tmap_x)) : "memory");
@@ -81,6 +88,7 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, 1)
     }
   }
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  DSA_TL(tid == 0, 1);
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
   const int num_waves = my_tiles * waves_per_tile;
@@ -92,6 +100,7 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, 1)
 #pragma unroll 1
     for (int w = 0; w < num_waves; ++w) {
       if (w >= kSlots) mbar_wait_parity(empty + 8 * slot, phase ^ 1);
+      DSA_TL(8 + 2 * w < kTlEnd, 8 + 2 * w);
       const std::uint32_t bar = full + 8 * slot, dst = ring + slot * kSlotBytes;
       const int k0 = wave * kChunk;
       mbar_arrive_expect_tx(bar, kSlotBytes);
@@ -116,9 +125,11 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, 1)
   const auto next = [](int& s, unsigned& ph) {
     if (++s == kSlots) s = 0, ph ^= 1;
   };
-  // Waits for the wave in ring slot s and issues its chain into acc: 8 k16 steps from zero.
-  const auto issue = [&](Acc& acc, int s, unsigned ph) {
+  // Waits for wave w (the CTA's w-th), in ring slot s, and issues its chain into acc: 8 k16 steps
+  // from zero.
+  const auto issue = [&](Acc& acc, int s, unsigned ph, int w) {
     mbar_wait_parity(full + 8 * s, ph);
+    DSA_TL(tid == 0 && 9 + 2 * w < kTlEnd, 9 + 2 * w);
     const std::uint32_t a_desc = smem_desc_lo(ring + s * kSlotBytes);
     const std::uint32_t b_desc = smem_desc_lo(ring + s * kSlotBytes + kH * kRowBytes);
     wgmma_chunk_chain<kT, kH, kT>(acc[0], a_desc, b_desc);
@@ -166,11 +177,13 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, 1)
       int slot_b = slot;
       unsigned phase_b = phase;
       next(slot_b, phase_b);
-      issue(acc_a, slot, phase);
-      issue(acc_b, slot_b, phase_b);
+      const int w = tile * waves_per_tile + wave;
+      issue(acc_a, slot, phase, w);
+      issue(acc_b, slot_b, phase_b, w + 1);
       wgmma_wait<1>();  // wave w's chain is done
       retire(acc_a, slot, chunk);
       wgmma_wait<0>();
+      DSA_TL(tid == 0 && w + 2 == num_waves, kTlEnd);
       retire(acc_b, slot_b, chunk);
       slot = slot_b;
       phase = phase_b;
@@ -182,6 +195,7 @@ __global__ void __launch_bounds__(Cfg::kBlockThreads, 1)
             scale_output(total[0][j][e], p.n_heads_inv_sqrt, qs[0][j][e], p.softmax_scale);
     });
   }
+  DSA_TL(tid == 0, 3);
 #endif
 }
 
